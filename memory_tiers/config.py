@@ -1,0 +1,304 @@
+"""Configuration: pydantic models, YAML loading, ``${VAR}`` interpolation and env overrides.
+
+Sources, highest priority first: environment variables ``MEMORY_TIERS__SECTION__KEY``, then the
+YAML file or dict. Every validation error becomes a `ConfigError` that names the key path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from memory_tiers.errors import ConfigError
+
+ENV_PREFIX = "MEMORY_TIERS__"
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``"90s"``, ``"15m"``, ``"1h"``, ``"30d"``, ``"500ms"`` or a number of seconds.
+
+    Example:
+        >>> parse_duration("1h")
+        datetime.timedelta(seconds=3600)
+        >>> parse_duration(90)
+        datetime.timedelta(seconds=90)
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string like '30s', '1h'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
+    else:
+        raise ValueError(
+            f"{value!r} is not a duration: use seconds or a number with a unit "
+            "(ms, s, m, h, d, w), e.g. '30s', '1h', '30d'"
+        )
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(lambda d: f"{d.total_seconds():g}s", return_type=str),
+]
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***``.
+
+    Example:
+        >>> mask_url("postgresql://app:s3cret@db:5432/agents")
+        'postgresql://app:***@db:5432/agents'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class SecretUrl(SecretStr):
+    """A connection URL whose password never shows in reprs, logs or dumps."""
+
+    def _display(self) -> str:  # type: ignore[override]
+        return mask_url(self.get_secret_value())
+
+
+Url = Annotated[SecretUrl, PlainSerializer(lambda url: url._display(), return_type=str)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkingConfig(_Section):
+    """Working memory: the LangGraph checkpointer that persists each thread's graph state."""
+
+    backend: Literal["memory", "sqlite", "postgres", "redis"] = "sqlite"
+    url: Url | None = Field(
+        default=None,
+        description="sqlite: a file path (default <data_dir>/working.db); postgres: "
+        "postgresql://...; redis: redis://... of a Redis 8 or Redis Stack server",
+    )
+    pool_min_size: int = Field(default=1, ge=0, le=1000)
+    pool_max_size: int = Field(default=10, ge=1, le=1000)
+    connect_timeout: Duration = timedelta(seconds=5)
+    busy_timeout: Duration = Field(
+        default=timedelta(seconds=5), description="sqlite: how long a writer waits for a lock"
+    )
+
+    @model_validator(mode="after")
+    def _url_required_for_servers(self) -> WorkingConfig:
+        if self.backend in ("postgres", "redis") and self.url is None:
+            raise ValueError(f"backend {self.backend!r} needs a url")
+        return self
+
+
+class SessionConfig(_Section):
+    """Short-term memory: session context in Redis with a sliding TTL."""
+
+    url: Url = Field(
+        default=SecretUrl("memory://"),
+        description="redis://, rediss:// or unix:// URL; memory:// for in-process fakeredis",
+    )
+    ttl: Duration = timedelta(hours=1)
+    sliding: bool = Field(default=True, description="reads push the expiry forward by ttl")
+    key_prefix: str = Field(default="memory_tiers", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+    connect_timeout: Duration = timedelta(seconds=5)
+    socket_timeout: Duration = timedelta(seconds=5)
+
+
+class ExtractorSpec(_Section):
+    """A fact extractor: a built-in name or ``"package.module:Class"`` plus its options."""
+
+    use: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecallConfig(_Section):
+    """How many long-term facts the load node brings into the state."""
+
+    k: int = Field(default=8, ge=0, le=200)
+
+
+class LongTermConfig(_Section):
+    """Long-term memory: profiles, facts, the thread registry and archives in SQL."""
+
+    url: Url | None = Field(
+        default=None,
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path (default "
+        "<data_dir>/long_term.db) or postgresql+asyncpg://...",
+    )
+    recall: RecallConfig = RecallConfig()
+    extractors: list[str | ExtractorSpec] = Field(default_factory=lambda: ["rules"])
+    pool_size: int = Field(default=5, ge=1, le=1000)
+    max_overflow: int = Field(default=10, ge=0, le=1000)
+    pool_timeout: Duration = timedelta(seconds=10)
+    connect_timeout: Duration = timedelta(seconds=5)
+
+    def extractor_specs(self) -> list[ExtractorSpec]:
+        """The extractors as specs, bare names expanded."""
+        return [e if isinstance(e, ExtractorSpec) else ExtractorSpec(use=e) for e in self.extractors]
+
+
+class IdKeysConfig(_Section):
+    """Where the nodes find the ids in ``config['configurable']`` or the runtime context."""
+
+    thread: str = "thread_id"
+    user: str = "user_id"
+    session: str = "session_id"
+
+
+class StateConfig(_Section):
+    """The version of the graph state this code writes (``memory_version``)."""
+
+    version: int = Field(default=1, ge=1)
+
+
+class MemoryTiersConfig(BaseSettings):
+    """The whole configuration. Environment variables override the file or dict.
+
+    Example:
+        >>> cfg = MemoryTiersConfig.model_validate({"session": {"ttl": "15m"}})
+        >>> cfg.session.ttl.total_seconds()
+        900.0
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Field(default=Path(".memory_tiers"), description="embedded backends' files")
+    setup: Literal["auto", "manual"] = Field(
+        default="auto",
+        description="auto: opening the manager upgrades schemas; manual: it refuses to open "
+        "an outdated schema (run `memory-tiers db upgrade`)",
+    )
+    working: WorkingConfig = WorkingConfig()
+    session: SessionConfig = SessionConfig()
+    long_term: LongTermConfig = LongTermConfig()
+    ids: IdKeysConfig = IdKeysConfig()
+    state: StateConfig = StateConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, passwords masked."""
+        return self.model_dump(mode="json")
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def interpolate(data: Any, environ: Mapping[str, str] | None = None, path: str = "") -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a loaded YAML tree.
+
+    Example:
+        >>> interpolate({"url": "redis://${HOST:-localhost}:6379"}, environ={})
+        {'url': 'redis://localhost:6379'}
+    """
+    env = os.environ if environ is None else environ
+    if isinstance(data, dict):
+        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(data)]
+    if not isinstance(data, str):
+        return data
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{path or '<root>'}: environment variable {name} is not set "
+            f"(set it, or write ${{{name}:-default}})"
+        )
+
+    return _VAR.sub(replace, data)
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "<root>"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "literal_error":
+            message = f"{message} (got {item['input']!r})"
+        lines.append(f"  {where}: {message}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(source: MemoryTiersConfig | Mapping[str, Any] | None = None) -> MemoryTiersConfig:
+    """Build a validated config from a model, a dict (interpolated) or nothing (defaults)."""
+    if isinstance(source, MemoryTiersConfig):
+        return source
+    data = interpolate(dict(source or {}))
+    try:
+        return MemoryTiersConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+    except ValueError as exc:  # pydantic-settings raises this for malformed env values
+        raise ConfigError(f"invalid configuration from the environment: {exc}") from None
+
+
+def load_yaml(path: str | os.PathLike[str]) -> MemoryTiersConfig:
+    """Read a YAML file (``safe_load`` only) and build a validated config from it."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return load_config(data)

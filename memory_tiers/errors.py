@@ -1,0 +1,59 @@
+"""The exception hierarchy: every error memory_tiers raises derives from `MemoryTiersError`.
+
+Driver errors (redis-py, SQLAlchemy, psycopg) are translated into `BackendError` at the tier
+boundary and keep the original exception as `__cause__`.
+"""
+
+from __future__ import annotations
+
+
+class MemoryTiersError(Exception):
+    """Root of every error raised by memory_tiers."""
+
+
+class ConfigError(MemoryTiersError):
+    """The configuration is invalid; the message names the key path and what would be valid."""
+
+
+class MissingDependencyError(ConfigError):
+    """An optional backend was configured but its extra is not installed."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{module}' package: install it with "
+            f"pip install 'memory-tiers[{extra}]'"
+        )
+        self.extra = extra
+
+
+class InvalidIdentifierError(MemoryTiersError, ValueError):
+    """A user, session or thread id is missing, empty, too long or contains forbidden characters."""
+
+
+class OwnershipError(MemoryTiersError, PermissionError):
+    """A thread or session belongs to another user; nothing was returned or written."""
+
+
+class NotFoundError(MemoryTiersError, LookupError):
+    """The requested thread, session or record does not exist (for this user)."""
+
+
+class StateSchemaError(MemoryTiersError, TypeError):
+    """The graph state lacks what a memory node needs (for example a `messages` channel)."""
+
+
+class BackendError(MemoryTiersError):
+    """A storage backend failed; `__cause__` holds the driver's exception."""
+
+
+class BackendUnavailableError(BackendError, ConnectionError):
+    """A storage backend could not be reached within its timeout."""
+
+    def __init__(self, tier: str, url: str, reason: str) -> None:
+        super().__init__(f"{tier} tier: cannot reach {url}: {reason}")
+        self.tier = tier
+        self.url = url
+
+
+class UsageError(MemoryTiersError, RuntimeError):
+    """The library was called in a way it cannot serve (for example before it was opened)."""

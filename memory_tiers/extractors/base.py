@@ -1,0 +1,86 @@
+"""The fact extractor contract: turn a turn's new messages into candidate facts."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from memory_tiers.long_term.schema import MAX_FACT_VALUE
+
+
+class FactCandidate(BaseModel):
+    """A fact an extractor proposes; the long-term tier consolidates it.
+
+    ``cardinality="one"`` means a new value replaces the current one (a name, a city);
+    ``"many"`` means values accumulate (likes, dislikes).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    subject: str = Field(default="user", min_length=1, max_length=128)
+    attribute: str = Field(min_length=1, max_length=128, pattern=r"^[a-z][a-z0-9_.-]*$")
+    value: str = Field(min_length=1, max_length=MAX_FACT_VALUE)
+    cardinality: Literal["one", "many"] = "many"
+    confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+    message_id: str | None = Field(default=None, max_length=128)
+
+    @field_validator("value", "subject")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+    @property
+    def value_norm(self) -> str:
+        """The value as compared for duplicates: case-folded, whitespace collapsed."""
+        return self.value.casefold()
+
+
+@dataclass(frozen=True)
+class ExtractionContext:
+    """Who and where a turn happened: extractors may use it, never need to."""
+
+    user_id: str
+    thread_id: str | None
+    session_id: str | None
+
+
+@runtime_checkable
+class FactExtractor(Protocol):
+    """Anything with an ``extract`` method (async or sync) returning `FactCandidate` items.
+
+    An extractor that takes options declares ``options_model``, a pydantic model its YAML
+    ``options`` are validated against; it is constructed as ``Extractor(options)``.
+    """
+
+    def extract(
+        self, messages: Sequence[BaseMessage], context: ExtractionContext
+    ) -> Any:  # list[FactCandidate] or an awaitable of it
+        """Return the facts stated in ``messages``."""
+        ...
+
+
+class BaseExtractor:
+    """Optional base class: declares ``options_model`` and stores validated options."""
+
+    options_model: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, options: BaseModel | None = None) -> None:
+        self.options = options
+
+
+async def run_extractor(
+    extractor: FactExtractor, messages: Sequence[BaseMessage], context: ExtractionContext
+) -> list[FactCandidate]:
+    """Call an extractor, awaiting it if it is async, and check what it returned."""
+    result = extractor.extract(messages, context)
+    if inspect.isawaitable(result):
+        result = await result
+    return [c if isinstance(c, FactCandidate) else FactCandidate.model_validate(c) for c in result]

@@ -1,0 +1,66 @@
+"""Resolving extractors named in the configuration: built-ins by name, others by import path."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from memory_tiers.config import ExtractorSpec
+from memory_tiers.errors import ConfigError
+from memory_tiers.extractors.base import FactExtractor
+from memory_tiers.extractors.rules import RulesExtractor
+
+BUILTIN_EXTRACTORS: dict[str, type] = {"rules": RulesExtractor}
+
+
+def import_object(path: str, what: str) -> Any:
+    """Import ``"package.module:attribute"``; errors name ``what`` was being loaded."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"{what} {path!r} must look like 'package.module:Attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{what} {path!r}: cannot import {module_name!r}: {exc}") from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(f"{what} {path!r}: {module_name} has no {attribute!r}") from None
+
+
+def build_extractor(spec: ExtractorSpec, key_path: str) -> FactExtractor:
+    """Instantiate one extractor, validating its options with its own ``options_model``."""
+    if spec.use in BUILTIN_EXTRACTORS:
+        factory = BUILTIN_EXTRACTORS[spec.use]
+    elif ":" in spec.use:
+        factory = import_object(spec.use, key_path)
+    else:
+        raise ConfigError(
+            f"{key_path}: unknown extractor {spec.use!r}; use one of "
+            f"{sorted(BUILTIN_EXTRACTORS)} or 'package.module:Class'"
+        )
+    options_model: type[BaseModel] | None = getattr(factory, "options_model", None)
+    try:
+        if options_model is not None:
+            extractor = factory(options_model.model_validate(spec.options))
+        elif spec.options:
+            raise ConfigError(f"{key_path}.options: {spec.use} takes no options")
+        else:
+            extractor = factory()
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{key_path}.options: {details}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key_path}: cannot create {spec.use}: {exc}") from None
+    if not isinstance(extractor, FactExtractor):
+        raise ConfigError(f"{key_path}: {spec.use} has no extract(messages, context) method")
+    return extractor
+
+
+def build_extractors(specs: list[ExtractorSpec]) -> list[FactExtractor]:
+    """All configured extractors, in order."""
+    return [build_extractor(spec, f"long_term.extractors[{i}]") for i, spec in enumerate(specs)]

@@ -1,0 +1,1 @@
+"""Long-term memory: profiles, facts, the thread registry and archives on SQL."""

@@ -1,0 +1,90 @@
+"""Creating the long-term tier's SQLAlchemy async engine from the configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from memory_tiers.config import LongTermConfig
+from memory_tiers.errors import ConfigError, MissingDependencyError
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def normalize_sql_url(url: str) -> str:
+    """Give a plain ``sqlite://`` or ``postgresql://`` URL its async driver.
+
+    Example:
+        >>> normalize_sql_url("postgresql://app@db/agents")
+        'postgresql+asyncpg://app@db/agents'
+        >>> normalize_sql_url("sqlite:///data/memory.db")
+        'sqlite+aiosqlite:///data/memory.db'
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "long_term.url is not a database URL: use sqlite+aiosqlite:///path or "
+            "postgresql+asyncpg://user@host/db"
+        ) from None
+    backend = "postgresql" if parsed.get_backend_name() in ("postgres", "postgresql") else (
+        parsed.get_backend_name()
+    )
+    if parsed.get_driver_name() in ("", "pysqlite", "psycopg2", "psycopg") and backend in (
+        _ASYNC_DRIVERS
+    ):
+        parsed = parsed.set(drivername=_ASYNC_DRIVERS[backend])
+    return parsed.render_as_string(hide_password=False)
+
+
+def long_term_url(config: LongTermConfig, data_dir: Path) -> str:
+    """The effective URL: the configured one, or a SQLite file under ``data_dir``."""
+    if config.url is None:
+        return f"sqlite+aiosqlite:///{data_dir / 'long_term.db'}"
+    return normalize_sql_url(config.url.get_secret_value())
+
+
+def _enable_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the single writer; busy_timeout makes writers queue
+        # instead of failing with "database is locked".
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+def create_engine(config: LongTermConfig, data_dir: Path) -> AsyncEngine:
+    """Build (not connect) the async engine for the long-term tier."""
+    url = make_url(long_term_url(config, data_dir))
+    backend = url.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": config.connect_timeout.total_seconds()}
+    else:
+        kwargs.update(
+            pool_size=config.pool_size,
+            max_overflow=config.max_overflow,
+            pool_timeout=config.pool_timeout.total_seconds(),
+            pool_recycle=1800,
+        )
+        if url.get_driver_name() == "asyncpg":
+            kwargs["connect_args"] = {"timeout": config.connect_timeout.total_seconds()}
+    try:
+        engine = create_async_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError("long_term on PostgreSQL", "postgres", exc.name or "") from None
+    except ArgumentError as exc:
+        raise ConfigError(f"long_term.url: {exc}") from None
+    if backend == "sqlite":
+        _enable_sqlite_pragmas(engine, int(config.connect_timeout.total_seconds() * 1000))
+    return engine

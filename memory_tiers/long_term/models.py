@@ -1,0 +1,70 @@
+"""Records the long-term tier returns: plain pydantic models, safe to put in graph state as dicts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything memory_tiers writes is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+
+class Fact(_Record):
+    """A fact about a user, with where it came from and when it held."""
+
+    id: str
+    subject: str
+    attribute: str
+    value: str
+    cardinality: Literal["one", "many"]
+    confidence: float
+    thread_id: str | None = None
+    checkpoint_id: str | None = None
+    message_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    valid_from: datetime
+    valid_to: datetime | None = None
+    superseded_by: str | None = None
+
+    _tz = field_validator("created_at", "updated_at", "valid_from", "valid_to")(_aware)
+
+
+class Profile(_Record):
+    """A user's profile: a JSON document and the number of times it was patched."""
+
+    user_id: str
+    document: dict[str, Any]
+    version: int
+
+
+class ThreadRecord(_Record):
+    """A row of the thread registry."""
+
+    thread_id: str
+    user_id: str
+    session_id: str | None
+    status: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    last_active_at: datetime
+
+    _tz = field_validator("created_at", "last_active_at")(_aware)
+
+
+class LongTermContext(_Record):
+    """What the load node reads in its single query."""
+
+    profile: Profile
+    facts: list[Fact]
+    thread_owner: str | None

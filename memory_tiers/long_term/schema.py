@@ -1,0 +1,102 @@
+"""The long-term tier's tables (SQLAlchemy Core). Alembic migrations create them; never DDL here."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+ID = 128  # matches memory_tiers.ids.MAX_ID_LENGTH
+UUID_LEN = 36
+MAX_FACT_VALUE = 500
+
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+profiles = Table(
+    "mt_profiles",
+    metadata,
+    Column("user_id", String(ID), primary_key=True),
+    Column("document", Document, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+facts = Table(
+    "mt_facts",
+    metadata,
+    Column("id", String(UUID_LEN), primary_key=True),
+    Column("user_id", String(ID), nullable=False),
+    Column("subject", String(ID), nullable=False),
+    Column("attribute", String(ID), nullable=False),
+    Column("value", String(MAX_FACT_VALUE), nullable=False),
+    Column("value_norm", String(MAX_FACT_VALUE), nullable=False),
+    Column("cardinality", String(8), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("thread_id", String(ID)),
+    Column("checkpoint_id", String(ID)),
+    Column("message_id", String(ID)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("valid_from", DateTime(timezone=True), nullable=False),
+    Column("valid_to", DateTime(timezone=True)),
+    Column("superseded_by", String(UUID_LEN)),
+)
+# One current fact per (user, subject, attribute, value): duplicates merge by constraint,
+# never by check-then-insert.
+current_fact_key = Index(
+    "ux_mt_facts_current",
+    facts.c.user_id,
+    facts.c.subject,
+    facts.c.attribute,
+    facts.c.value_norm,
+    unique=True,
+    sqlite_where=facts.c.superseded_by.is_(None),
+    postgresql_where=facts.c.superseded_by.is_(None),
+)
+Index("ix_mt_facts_recall", facts.c.user_id, facts.c.superseded_by, facts.c.confidence)
+
+threads = Table(
+    "mt_threads",
+    metadata,
+    Column("thread_id", String(ID), primary_key=True),
+    Column("user_id", String(ID), nullable=False),
+    Column("session_id", String(ID)),
+    Column("status", String(16), nullable=False),
+    Column("metadata", Document, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_active_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_mt_threads_user_active", threads.c.user_id, threads.c.last_active_at)
+
+archives = Table(
+    "mt_archives",
+    metadata,
+    Column("id", String(UUID_LEN), primary_key=True),
+    Column("user_id", String(ID), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("thread_id", String(ID)),
+    Column("session_id", String(ID)),
+    Column("summary", Text, nullable=False),
+    Column("data", Document, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_mt_archives_user_created", archives.c.user_id, archives.c.created_at)

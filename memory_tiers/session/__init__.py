@@ -1,0 +1,6 @@
+"""Short-term memory: session context in Redis with a sliding TTL."""
+
+from memory_tiers.session.keys import SessionKeys
+from memory_tiers.session.store import SessionRecord, SessionStore
+
+__all__ = ["SessionKeys", "SessionRecord", "SessionStore"]

@@ -1,0 +1,38 @@
+"""The one boundary where driver exceptions become memory_tiers errors (cause kept)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis.exceptions
+import sqlalchemy.exc
+
+from memory_tiers.errors import BackendError, BackendUnavailableError, MemoryTiersError
+
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+@contextmanager
+def translate_errors(tier: str, masked_url: str) -> Iterator[None]:
+    """Re-raise driver errors from the block as `BackendError` naming the tier and URL."""
+    try:
+        yield
+    except MemoryTiersError:
+        raise
+    except sqlalchemy.exc.DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.InterfaceError):
+            raise BackendUnavailableError(tier, masked_url, str(exc.orig)) from exc
+        raise BackendError(f"{tier} tier ({masked_url}): {exc.orig}") from exc
+    except _UNREACHABLE as exc:
+        raise BackendUnavailableError(tier, masked_url, str(exc) or type(exc).__name__) from exc
+    except redis.exceptions.RedisError as exc:
+        raise BackendError(f"{tier} tier ({masked_url}): {exc}") from exc

@@ -1,0 +1,229 @@
+"""`MemoryManager`: opens the three tiers, composes them, and hands out nodes and APIs.
+
+The manager holds no tier logic: the checkpointer is LangGraph's, sessions live in
+`SessionStore`, long-term memory in `LongTermStore`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as aioredis
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from memory_tiers.bridge import LoopBridge
+from memory_tiers.config import MemoryTiersConfig, load_config, load_yaml
+from memory_tiers.errors import ConfigError, UsageError
+from memory_tiers.extractors.base import FactExtractor
+from memory_tiers.extractors.registry import build_extractors
+from memory_tiers.long_term import migrate
+from memory_tiers.long_term.store import LongTermStore
+from memory_tiers.nodes import MemoryNodes
+from memory_tiers.session.store import SessionStore
+from memory_tiers.sessions import SessionsAPI
+from memory_tiers.working.checkpointer import open_checkpointer, setup_checkpointer
+from memory_tiers.working.guard import OwnershipGuardedSaver, guard_checkpointer
+
+
+class MemoryManager:
+    """Three-tier memory for LangGraph agents.
+
+    Args:
+        config: a `MemoryTiersConfig`, a dict of the same shape, or None for the embedded
+            defaults (SQLite checkpoints and long-term memory under ``./.memory_tiers/``,
+            sessions in an in-process fakeredis).
+        checkpointer: a LangGraph checkpointer you already have, used instead of opening one.
+        redis: a ``redis.asyncio.Redis`` client (``decode_responses=True``) for sessions.
+        engine: a SQLAlchemy `AsyncEngine` for long-term memory.
+
+    Clients passed in are used as they are and left open on exit.
+
+    Example:
+        >>> import asyncio
+        >>> async def main():
+        ...     async with MemoryManager({"working": {"backend": "memory"},
+        ...                               "long_term": {"url": "sqlite+aiosqlite:///:memory:"}}) as m:
+        ...         await m.long_term.patch_profile("alice", {"name": "Alice"})
+        ...         return (await m.long_term.get_profile("alice")).document
+        >>> asyncio.run(main())
+        {'name': 'Alice'}
+    """
+
+    def __init__(
+        self,
+        config: MemoryTiersConfig | dict[str, Any] | None = None,
+        *,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        redis: aioredis.Redis | None = None,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        self.config = load_config(config)
+        self.extractors: list[FactExtractor] = build_extractors(self.config.long_term.extractor_specs())
+        self.nodes = MemoryNodes(self)
+        self.sessions = SessionsAPI(self)
+        self.bridge = LoopBridge()
+        self._given_checkpointer = checkpointer
+        self._given_redis = redis
+        self._given_engine = engine
+        self._stack: AsyncExitStack | None = None
+        self._checkpointer: OwnershipGuardedSaver | None = None
+        self._session_store: SessionStore | None = None
+        self._long_term_store: LongTermStore | None = None
+        self._portal: BlockingPortal | None = None
+        self._portal_cm: Any = None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **clients: Any) -> MemoryManager:
+        """Build a manager from a YAML file (``${VAR}`` expanded, env overrides applied)."""
+        return cls(load_yaml(path), **clients)
+
+    @classmethod
+    def from_config(cls, config: MemoryTiersConfig | dict[str, Any], **clients: Any) -> MemoryManager:
+        """Build a manager from a config model or a dict of the same shape."""
+        return cls(load_config(config), **clients)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the embedded backends keep their files."""
+        return self.config.data_dir
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> MemoryManager:
+        if self._stack is not None:
+            raise UsageError("this MemoryManager is already open")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await self._open(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self.bridge.bind()
+        return self
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        cfg = self.config
+        auto = cfg.setup == "auto"
+        if self._given_engine is not None:
+            self._long_term_store = LongTermStore(self._given_engine, recall_k=cfg.long_term.recall.k)
+        else:
+            self._long_term_store = await stack.enter_async_context(
+                LongTermStore.open(cfg.long_term, cfg.data_dir)
+            )
+        await self._check_long_term_schema(upgrade=auto)
+        if self._given_redis is not None:
+            self._session_store = SessionStore(
+                self._given_redis,
+                ttl=cfg.session.ttl,
+                sliding=cfg.session.sliding,
+                key_prefix=cfg.session.key_prefix,
+            )
+        else:
+            self._session_store = await stack.enter_async_context(SessionStore.open(cfg.session))
+        if self._given_checkpointer is not None:
+            saver = self._given_checkpointer
+        else:
+            saver = await stack.enter_async_context(open_checkpointer(cfg.working, cfg.data_dir, setup=auto))
+        self._checkpointer = guard_checkpointer(
+            saver,
+            keys=cfg.ids,
+            owner_of=self._long_term_store.thread_owner,
+            claim=self._long_term_store.claim_thread,
+            bridge=self.bridge,
+        )
+
+    async def _check_long_term_schema(self, *, upgrade: bool) -> None:
+        store = self.long_term_store
+        if await store.schema_revision() == migrate.head_revision():
+            return
+        if not upgrade:
+            raise ConfigError(
+                "setup is 'manual' and the long-term schema is not current: run "
+                "`memory-tiers db upgrade` (or `await manager.setup()`)"
+            )
+        await store.upgrade_schema()
+
+    async def setup(self) -> None:
+        """Create or migrate every tier's schema (idempotent). Needed when ``setup: manual``."""
+        await self.long_term_store.upgrade_schema()
+        await setup_checkpointer(self.checkpointer.inner, self.config.working)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self.bridge.unbind()
+        self._checkpointer = self._session_store = self._long_term_store = None
+        if stack is not None:
+            await stack.aclose()
+
+    def __enter__(self) -> MemoryManager:
+        """Open the manager for synchronous code: its connections live on a background loop."""
+        self._portal_cm = start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self._portal.call(self.__aenter__)
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            self._portal = self._portal_cm = None
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        portal, portal_cm = self._portal, self._portal_cm
+        self._portal = self._portal_cm = None
+        if portal is None:
+            return
+        try:
+            portal.call(self.__aexit__, exc_type, exc, tb)
+        finally:
+            portal_cm.__exit__(exc_type, exc, tb)
+
+    def run(self, coro: Any) -> Any:
+        """Run one of the manager's coroutines from synchronous code (after ``with manager:``)."""
+        return self.bridge.run(coro)
+
+    # -- the tiers ----------------------------------------------------------------------
+
+    def _opened(self, value: Any, name: str) -> Any:
+        if value is None:
+            raise UsageError(f"manager.{name} is available inside `async with manager:`")
+        return value
+
+    @property
+    def checkpointer(self) -> OwnershipGuardedSaver:
+        """The working tier: pass it to ``builder.compile(checkpointer=...)``.
+
+        It is LangGraph's saver for the configured backend behind an ownership guard: a run
+        whose config names a user can only read and write that user's threads, and a new
+        thread is registered to the first user who writes to it.
+        """
+        return self._opened(self._checkpointer, "checkpointer")
+
+    @property
+    def session_store(self) -> SessionStore:
+        """The short-term tier's store."""
+        return self._opened(self._session_store, "session_store")
+
+    @property
+    def long_term(self) -> LongTermStore:
+        """The long-term tier: profiles, facts, threads and archives, all owner-scoped."""
+        return self._opened(self._long_term_store, "long_term")
+
+    long_term_store = long_term

@@ -1,0 +1,165 @@
+"""Graph nodes that load and save each memory tier.
+
+Each node is one async implementation wrapped in a `RunnableLambda` whose sync side runs that
+same coroutine on the manager's loop, so the nodes serve ``graph.invoke`` and ``graph.ainvoke``.
+Round trips per turn are fixed: load = 1 Redis round trip + 1 SQL SELECT; save = 1 SQL
+transaction + 1 Redis pipeline, whatever the history length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AnyMessage
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+
+from memory_tiers.context import TurnIds, resolve_ids
+from memory_tiers.errors import InvalidIdentifierError, OwnershipError, StateSchemaError
+from memory_tiers.extractors.base import ExtractionContext, FactCandidate, run_extractor
+from memory_tiers.long_term.store import Provenance
+
+if TYPE_CHECKING:
+    from memory_tiers.manager import MemoryManager
+
+logger = logging.getLogger(__name__)
+
+Update = dict[str, Any]
+NodeImpl = Callable[[dict[str, Any], TurnIds, RunnableConfig], Awaitable[Update]]
+
+
+def _messages(state: dict[str, Any], node: str) -> list[AnyMessage]:
+    if not isinstance(state, dict) or "messages" not in state:
+        raise StateSchemaError(
+            f"{node}: the graph state has no 'messages' key; build the graph on MemoryState "
+            "(or a state with a messages channel)"
+        )
+    return list(state["messages"])
+
+
+def _messages_since(messages: Sequence[AnyMessage], cursor: str | None) -> list[AnyMessage]:
+    """The messages after the one the last save stopped at (all of them if it is gone)."""
+    if cursor is not None:
+        for index in range(len(messages) - 1, -1, -1):
+            if messages[index].id == cursor:
+                return list(messages[index + 1 :])
+    return list(messages)
+
+
+def _require(value: str | None, kind: str, node: str) -> str:
+    if value is None:
+        raise InvalidIdentifierError(f"{node}: {kind} is missing from config['configurable']")
+    return value
+
+
+class MemoryNodes:
+    """The nodes of one manager; get them as ``manager.nodes.load`` and so on.
+
+    Example:
+        >>> from langgraph.graph import StateGraph
+        >>> from memory_tiers import MemoryManager, MemoryState
+        >>> manager = MemoryManager.from_config({"working": {"backend": "memory"}})
+        >>> builder = StateGraph(MemoryState)
+        >>> _ = builder.add_node("load_memory", manager.nodes.load)
+        >>> manager.nodes.load.name
+        'load_memory'
+    """
+
+    def __init__(self, manager: MemoryManager) -> None:
+        self._manager = manager
+        self.load = self._node("load_memory", self._load)
+        self.save = self._node("save_memory", self._save)
+        self.load_session = self._node("load_session", self._load_session)
+        self.save_session = self._node("save_session", self._save_session)
+        self.load_long_term = self._node("load_long_term", self._load_long_term)
+        self.save_long_term = self._node("save_long_term", self._save_long_term)
+
+    def _node(self, name: str, impl: NodeImpl) -> RunnableLambda[Any, Update]:
+        manager = self._manager
+
+        async def run_async(state: dict[str, Any], config: RunnableConfig) -> Update:
+            _messages(state, name)
+            ids = resolve_ids(config, manager.config.ids)
+            return await impl(state, ids, config)
+
+        def run_sync(state: dict[str, Any], config: RunnableConfig) -> Update:
+            _messages(state, name)
+            # Ids are read here, in the caller's context, before crossing to the manager's loop.
+            ids = resolve_ids(config, manager.config.ids)
+            return manager.bridge.run(impl(state, ids, config))
+
+        return RunnableLambda(run_sync, afunc=run_async, name=name)
+
+    # -- session tier -------------------------------------------------------------------
+
+    async def _load_session(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+        session_id = _require(ids.session_id, "session_id", "load_session")
+        record = await self._manager.session_store.load(ids.user_id, session_id)
+        return {"session": dict(record.data) if record else {}}
+
+    async def _save_session(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+        session_id = _require(ids.session_id, "session_id", "save_session")
+        await self._manager.session_store.save(ids.user_id, session_id, dict(state.get("session") or {}))
+        return {}
+
+    # -- long-term tier -----------------------------------------------------------------
+
+    async def _load_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+        context = await self._manager.long_term_store.load_context(ids.user_id, ids.thread_id)
+        if context.thread_owner is not None and context.thread_owner != ids.user_id:
+            raise OwnershipError(f"thread {ids.thread_id!r} belongs to another user")
+        return {
+            "profile": context.profile.document,
+            "facts": [fact.model_dump(mode="json") for fact in context.facts],
+            "memory_version": state.get("memory_version") or self._manager.config.state.version,
+        }
+
+    async def _extract(self, messages: Sequence[AnyMessage], ids: TurnIds) -> list[FactCandidate]:
+        context = ExtractionContext(ids.user_id, ids.thread_id, ids.session_id)
+        candidates: list[FactCandidate] = []
+        for extractor in self._manager.extractors:
+            try:
+                candidates += await run_extractor(extractor, messages, context)
+            except Exception:
+                # One broken extractor must not cost the user their turn.
+                logger.exception("extractor %r failed; its facts are skipped", extractor)
+        return candidates
+
+    async def _save_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+        thread_id = _require(ids.thread_id, "thread_id", "save_long_term")
+        messages = _messages(state, "save_long_term")
+        new = _messages_since(messages, state.get("memory_cursor"))
+        candidates = await self._extract(new, ids) if new else []
+        # LangGraph maps each namespace to the checkpoint this step started from; ours is last.
+        checkpoint_map = (config.get("configurable") or {}).get("checkpoint_map") or {}
+        checkpoint_id = next(reversed(checkpoint_map.values()), None)
+        await self._manager.long_term_store.save_turn(
+            ids.user_id,
+            Provenance(thread_id=thread_id, checkpoint_id=checkpoint_id),
+            candidates,
+            session_id=ids.session_id,
+        )
+        return {"memory_cursor": new[-1].id} if new else {}
+
+    # -- all tiers ----------------------------------------------------------------------
+
+    async def _load(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+        # Both reads go out at once; an ownership failure on either discards both results.
+        results = await asyncio.gather(
+            self._load_session(state, ids, config),
+            self._load_long_term(state, ids, config),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        session_update, long_term_update = results
+        return {**session_update, **long_term_update}  # type: ignore[dict-item]
+
+    async def _save(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+        # Long-term first: it verifies the thread's owner before the session is written.
+        update = await self._save_long_term(state, ids, config)
+        await self._save_session(state, ids, config)
+        return update

@@ -1,0 +1,28 @@
+"""The graph state the memory nodes read and write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import MessagesState
+
+
+class MemoryState(MessagesState, total=False):
+    """Base state for graphs with memory: subclass it and add your own keys.
+
+    Keys:
+        messages: the conversation (LangGraph's ``add_messages`` reducer).
+        session: the session context from the short-term tier; your nodes may change it and
+            the save node writes it back.
+        profile: the user's long-term profile document.
+        facts: the long-term facts recalled for this turn, as dicts.
+        memory_version: the state schema version (``state.version`` in the config).
+        memory_cursor: id of the last message whose facts were saved, so a turn's messages
+            are extracted once.
+    """
+
+    session: dict[str, Any]
+    profile: dict[str, Any]
+    facts: list[dict[str, Any]]
+    memory_version: int
+    memory_cursor: str | None

@@ -1,0 +1,150 @@
+"""The working tier: a LangGraph checkpointer per configured backend.
+
+Each backend is LangGraph's own saver; this module only opens its connections the way
+production needs them (SQLite in WAL with a busy timeout, a health-checked PostgreSQL pool)
+and closes them again.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+
+from memory_tiers.config import WorkingConfig, mask_url
+from memory_tiers.errors import BackendUnavailableError, MissingDependencyError
+from memory_tiers.translate import translate_errors
+
+TIER = "working"
+
+_EXTRAS = {
+    "postgres": ("langgraph.checkpoint.postgres.aio", "postgres"),
+    "redis": ("langgraph.checkpoint.redis.aio", "redis-checkpoint"),
+}
+
+
+def _import_backend(backend: str) -> Any:
+    module, extra = _EXTRAS[backend]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"working.backend {backend!r}", extra, exc.name or module) from None
+
+
+def sqlite_path(config: WorkingConfig, data_dir: Path) -> Path:
+    """The SQLite file of the working tier."""
+    if config.url is None:
+        return data_dir / "working.db"
+    return Path(config.url.get_secret_value().removeprefix("sqlite:///"))
+
+
+def postgres_conninfo(url: str) -> str:
+    """A libpq URL for psycopg, accepting SQLAlchemy-style ``postgresql+driver://`` too."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql://{rest}" if sep and scheme.startswith("postgres") else url
+
+
+@asynccontextmanager
+async def open_checkpointer(
+    config: WorkingConfig, data_dir: Path, *, setup: bool
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """Open the configured checkpointer; with ``setup`` also create or migrate its tables."""
+    async with AsyncExitStack() as stack:
+        if config.backend == "memory":
+            yield InMemorySaver()
+            return
+        if config.backend == "sqlite":
+            saver = await stack.enter_async_context(_open_sqlite(config, data_dir))
+        elif config.backend == "postgres":
+            saver = await stack.enter_async_context(_open_postgres(config))
+        else:
+            saver = await stack.enter_async_context(_open_redis(config))
+        if setup:
+            await setup_checkpointer(saver, config)
+        yield saver
+
+
+async def setup_checkpointer(saver: BaseCheckpointSaver[Any], config: WorkingConfig) -> None:
+    """Run the saver's own idempotent schema setup."""
+    url = mask_url(config.url.get_secret_value()) if config.url else config.backend
+    with translate_errors(TIER, url):
+        if hasattr(saver, "asetup"):
+            await saver.asetup()
+        elif hasattr(saver, "setup"):
+            await saver.setup()
+
+
+@asynccontextmanager
+async def _open_sqlite(config: WorkingConfig, data_dir: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = sqlite_path(config, data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with translate_errors(TIER, str(path)):
+        conn = await aiosqlite.connect(path, timeout=config.busy_timeout.total_seconds())
+    try:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA busy_timeout={int(config.busy_timeout.total_seconds() * 1000):d}")
+        yield AsyncSqliteSaver(conn)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def _open_postgres(config: WorkingConfig) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    aio = _import_backend("postgres")
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+    assert config.url is not None
+    url = config.url.get_secret_value()
+    timeout = config.connect_timeout.total_seconds()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        postgres_conninfo(url),
+        min_size=config.pool_min_size,
+        max_size=config.pool_max_size,
+        timeout=timeout,
+        open=False,
+        # A connection is checked before it is handed out, so a restarted server costs one
+        # failed check instead of a failed turn.
+        check=AsyncConnectionPool.check_connection,
+        kwargs={
+            "autocommit": True,
+            "prepare_threshold": 0,
+            "row_factory": dict_row,
+            "connect_timeout": max(1, int(timeout)),
+        },
+    )
+    try:
+        await pool.open(wait=True, timeout=timeout)
+    except PoolTimeout as exc:
+        await pool.close()
+        raise BackendUnavailableError(TIER, mask_url(url), f"no connection within {timeout:g}s") from exc
+    try:
+        yield aio.AsyncPostgresSaver(pool)
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def _open_redis(config: WorkingConfig) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    aio = _import_backend("redis")
+    import redis.asyncio as aioredis
+
+    assert config.url is not None
+    url = config.url.get_secret_value()
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=config.connect_timeout.total_seconds(), health_check_interval=30
+    )
+    try:
+        with translate_errors(TIER, mask_url(url)):
+            await client.ping()
+        yield aio.AsyncRedisSaver(redis_client=client)
+    finally:
+        await client.aclose()

@@ -1,0 +1,222 @@
+"""Ownership at the checkpointer: a run that names a user may only open that user's threads.
+
+LangGraph writes the input checkpoint before the first node runs, so an ownership check in the
+load node alone would already have let another user's message into the thread. The guard checks
+(and for a new thread, claims) ownership in the thread registry at the first checkpointer call
+of a run, and caches confirmed owners so steady-state turns cost no extra round trip.
+Configs without a user id (administration, tests) pass straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+from cachetools import TTLCache
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+
+from memory_tiers.bridge import LoopBridge
+from memory_tiers.config import IdKeysConfig
+from memory_tiers.errors import OwnershipError
+from memory_tiers.ids import validate_id
+
+# LangGraph puts the run's Runtime (and so its context) in the configurable dict under this key.
+_RUNTIME_KEY = "__pregel_runtime"
+_EXTENDED = (
+    "delete_for_runs",
+    "adelete_for_runs",
+    "copy_thread",
+    "acopy_thread",
+    "prune",
+    "aprune",
+    "get_delta_channel_history",
+    "aget_delta_channel_history",
+)
+
+OwnerLookup = Callable[[str], Awaitable[str | None]]
+ThreadClaim = Callable[[str, str, str | None], Awaitable[object]]
+
+
+class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
+    """Delegates to ``inner`` after checking the run's user against the thread registry."""
+
+    def __init__(
+        self,
+        inner: BaseCheckpointSaver[Any],
+        *,
+        keys: IdKeysConfig,
+        owner_of: OwnerLookup,
+        claim: ThreadClaim,
+        bridge: LoopBridge,
+    ) -> None:
+        super().__init__(serde=inner.serde)
+        self.inner = inner
+        self._keys = keys
+        self._owner_of = owner_of
+        self._claim = claim
+        self._bridge = bridge
+        # Owners never change while a thread exists; the TTL bounds staleness after a delete.
+        self._confirmed: TTLCache[str, str] = TTLCache(maxsize=100_000, ttl=60)
+
+    # -- the check ----------------------------------------------------------------------
+
+    def _ids(self, config: RunnableConfig) -> tuple[str, str, str | None] | None:
+        configurable = config.get("configurable") or {}
+        thread_id = configurable.get("thread_id")
+        runtime = configurable.get(_RUNTIME_KEY)
+        context = getattr(runtime, "context", None)
+
+        def find(key: str) -> Any:
+            value = configurable.get(key)
+            if value is None and context is not None:
+                value = context.get(key) if isinstance(context, dict) else getattr(context, key, None)
+            return value
+
+        user_id = find(self._keys.user)
+        if user_id is None or thread_id is None:
+            return None
+        session_id = find(self._keys.session)
+        return (
+            validate_id("user_id", user_id),
+            validate_id("thread_id", thread_id),
+            None if session_id is None else validate_id("session_id", session_id),
+        )
+
+    async def _check(self, config: RunnableConfig, *, claim: bool) -> None:
+        ids = self._ids(config)
+        if ids is None:
+            return
+        user_id, thread_id, session_id = ids
+        if self._confirmed.get(thread_id) == user_id:
+            return
+        owner = await self._owner_of(thread_id)
+        if owner is None and claim:
+            await self._claim(user_id, thread_id, session_id)  # raises OwnershipError if lost
+            owner = user_id
+        if owner is None:
+            return
+        if owner != user_id:
+            raise OwnershipError(f"thread {thread_id!r} belongs to another user")
+        self._confirmed[thread_id] = user_id
+
+    def _check_sync(self, config: RunnableConfig, *, claim: bool) -> None:
+        if self._ids(config) is not None:
+            self._bridge.run(self._check(config, claim=claim))
+
+    # -- async API ----------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        await self._check(config, claim=False)
+        return await self.inner.aget_tuple(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        if config is not None:
+            await self._check(config, claim=False)
+        async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        await self._check(config, claim=True)
+        return await self.inner.aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._check(config, claim=True)
+        await self.inner.aput_writes(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        self._confirmed.pop(thread_id, None)
+        await self.inner.adelete_thread(thread_id)
+
+    # -- sync API -----------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        self._check_sync(config, claim=False)
+        return self.inner.get_tuple(config)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        if config is not None:
+            self._check_sync(config, claim=False)
+        return self.inner.list(config, filter=filter, before=before, limit=limit)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        self._check_sync(config, claim=True)
+        return self.inner.put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._check_sync(config, claim=True)
+        self.inner.put_writes(config, writes, task_id, task_path)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._confirmed.pop(thread_id, None)
+        self.inner.delete_thread(thread_id)
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self.inner.get_next_version(current, channel)
+
+    @property
+    def config_specs(self) -> list[Any]:
+        return self.inner.config_specs
+
+
+def _delegate(name: str) -> Callable[..., Any]:
+    def method(self: OwnershipGuardedSaver, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.inner, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+def guard_checkpointer(inner: BaseCheckpointSaver[Any], **kwargs: Any) -> OwnershipGuardedSaver:
+    """Wrap ``inner``; optional capabilities (copy_thread, prune, ...) are exposed only if it has them."""
+    extra = {
+        name: _delegate(name)
+        for name in _EXTENDED
+        if getattr(type(inner), name, None) is not getattr(BaseCheckpointSaver, name, None)
+    }
+    cls = type(f"OwnershipGuarded{type(inner).__name__}", (OwnershipGuardedSaver,), extra)
+    return cls(inner, **kwargs)

@@ -1,0 +1,67 @@
+"""Shared pytest fixtures for tests that need real servers (see ``tests/services.py``).
+
+Every fixture here is synchronous, so it works with any asyncio loop scope.
+Embedded backends (SQLite, fakeredis) need no fixture beyond ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from services import (
+    delete_prefixed_keys,
+    postgres_admin_url,
+    redis_admin_url,
+    redis_client,
+    redis_stack_server,
+    require_postgres,
+    require_redis,
+    temporary_database,
+    unique_name,
+)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the shared Redis server (checked reachable; fail in CI, else skip)."""
+    return require_redis(redis_admin_url())
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A unique key prefix ``mt-test-<hex>``; its keys are deleted (via SCAN) afterwards."""
+    prefix = unique_name("mt-test-")
+    yield prefix
+    client = redis_client(redis_url)
+    try:
+        delete_prefixed_keys(client, prefix)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """Admin URL of the shared PostgreSQL server (checked reachable; fail in CI, else skip)."""
+    return require_postgres(postgres_admin_url())
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """URL of a database ``mt_test_<hex>`` created for this test run, dropped at the end."""
+    with temporary_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """URL of an empty database created for this test only, dropped afterwards."""
+    with temporary_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_stack_url() -> Iterator[str]:
+    """URL of a private Redis Stack server (RediSearch + RedisJSON) started for this run."""
+    with redis_stack_server() as url:
+        yield url

@@ -21,21 +21,20 @@ class TurnIds:
     session_id: str | None
 
 
-def _runtime_context() -> Any:
-    from langgraph.runtime import get_runtime
-
-    try:
-        return get_runtime().context
-    except RuntimeError:  # called outside a graph run
-        return None
+# LangGraph keeps the run's Runtime (and so its context) in the configurable dict under this key.
+RUNTIME_KEY = "__pregel_runtime"
 
 
-def _lookup(source: Any, key: str) -> Any:
-    if source is None:
-        return None
-    if isinstance(source, Mapping):
-        return source.get(key)
-    return getattr(source, key, None)
+def read_id(config: RunnableConfig | None, key: str) -> Any:
+    """The raw value of ``key`` from ``config['configurable']``, else from the runtime context."""
+    configurable = (config or {}).get("configurable") or {}
+    value = configurable.get(key)
+    if value is not None:
+        return value
+    context = getattr(configurable.get(RUNTIME_KEY), "context", None)
+    if isinstance(context, Mapping):
+        return context.get(key)
+    return getattr(context, key, None)
 
 
 def resolve_ids(config: RunnableConfig | None, keys: IdKeysConfig) -> TurnIds:
@@ -44,16 +43,9 @@ def resolve_ids(config: RunnableConfig | None, keys: IdKeysConfig) -> TurnIds:
     Raises:
         InvalidIdentifierError: the user id is missing, or any id is malformed.
     """
-    configurable = (config or {}).get("configurable") or {}
-    context = _runtime_context()
-
-    def find(key: str) -> Any:
-        value = configurable.get(key)
-        return _lookup(context, key) if value is None else value
-
-    user_id = validate_id("user_id", find(keys.user))
-    raw_thread = find(keys.thread)
+    user_id = validate_id("user_id", read_id(config, keys.user))
+    raw_thread = read_id(config, keys.thread)
     thread_id = None if raw_thread is None else validate_id("thread_id", raw_thread)
-    raw_session = find(keys.session)
+    raw_session = read_id(config, keys.session)
     session_id = thread_id if raw_session is None else validate_id("session_id", raw_session)
     return TurnIds(user_id=user_id, thread_id=thread_id, session_id=session_id)

@@ -7,6 +7,7 @@ Embedded backends (SQLite, fakeredis) need no fixture beyond ``tmp_path``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from services import (
@@ -65,3 +66,24 @@ def redis_stack_url() -> Iterator[str]:
     """URL of a private Redis Stack server (RediSearch + RedisJSON) started for this run."""
     with redis_stack_server() as url:
         yield url
+
+
+@pytest.fixture(params=["embedded", "postgres+redis"])
+def memory_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """A MemoryManager config for each backend family the suite runs on.
+
+    ``embedded`` is the default (SQLite files + in-process fakeredis); ``postgres+redis`` uses
+    the real servers, with this run's own database and a unique Redis key prefix.
+    """
+    config: dict[str, object] = {"data_dir": str(tmp_path / "data")}
+    if request.param == "postgres+redis":
+        database = request.getfixturevalue("postgres_url")
+        config.update(
+            working={"backend": "postgres", "url": database},
+            session={
+                "url": request.getfixturevalue("redis_url"),
+                "key_prefix": request.getfixturevalue("redis_prefix"),
+            },
+            long_term={"url": database},
+        )
+    return config

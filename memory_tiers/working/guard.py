@@ -4,7 +4,8 @@ LangGraph writes the input checkpoint before the first node runs, so an ownershi
 load node alone would already have let another user's message into the thread. The guard checks
 (and for a new thread, claims) ownership in the thread registry at the first checkpointer call
 of a run, and caches confirmed owners so steady-state turns cost no extra round trip.
-Configs without a user id (administration, tests) pass straight through.
+A graph run must name its user; other calls without a user id (``get_state``, tooling,
+conformance suites) pass straight through.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ from langgraph.checkpoint.base import (
 
 from memory_tiers.bridge import LoopBridge
 from memory_tiers.config import IdKeysConfig
+from memory_tiers.context import RUNTIME_KEY, TurnIds, read_id, resolve_ids
 from memory_tiers.errors import OwnershipError
-from memory_tiers.ids import validate_id
 
-# LangGraph puts the run's Runtime (and so its context) in the configurable dict under this key.
-_RUNTIME_KEY = "__pregel_runtime"
 _EXTENDED = (
     "delete_for_runs",
     "adelete_for_runs",
@@ -67,33 +66,21 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
 
     # -- the check ----------------------------------------------------------------------
 
-    def _ids(self, config: RunnableConfig) -> tuple[str, str, str | None] | None:
-        configurable = config.get("configurable") or {}
-        thread_id = configurable.get("thread_id")
-        runtime = configurable.get(_RUNTIME_KEY)
-        context = getattr(runtime, "context", None)
-
-        def find(key: str) -> Any:
-            value = configurable.get(key)
-            if value is None and context is not None:
-                value = context.get(key) if isinstance(context, dict) else getattr(context, key, None)
-            return value
-
-        user_id = find(self._keys.user)
-        if user_id is None or thread_id is None:
+    def _ids(self, config: RunnableConfig) -> TurnIds | None:
+        if read_id(config, self._keys.thread) is None:
             return None
-        session_id = find(self._keys.session)
-        return (
-            validate_id("user_id", user_id),
-            validate_id("thread_id", thread_id),
-            None if session_id is None else validate_id("session_id", session_id),
-        )
+        in_graph_run = RUNTIME_KEY in (config.get("configurable") or {})
+        if read_id(config, self._keys.user) is None and not in_graph_run:
+            return None  # administration (get_state, tooling): no user, no tenant to protect
+        # A graph run must say whose thread it is: a thread id alone grants nothing.
+        return resolve_ids(config, self._keys)
 
     async def _check(self, config: RunnableConfig, *, claim: bool) -> None:
         ids = self._ids(config)
         if ids is None:
             return
-        user_id, thread_id, session_id = ids
+        user_id, thread_id, session_id = ids.user_id, ids.thread_id, ids.session_id
+        assert thread_id is not None
         if self._confirmed.get(thread_id) == user_id:
             return
         owner = await self._owner_of(thread_id)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AnyMessage
+from langchain_core.messages import AnyMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
 from memory_tiers.context import TurnIds, resolve_ids
@@ -36,7 +36,10 @@ def _messages(state: dict[str, Any], node: str) -> list[AnyMessage]:
             f"{node}: the graph state has no 'messages' key; build the graph on MemoryState "
             "(or a state with a messages channel)"
         )
-    return list(state["messages"])
+    try:
+        return convert_to_messages(state["messages"])
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        raise StateSchemaError(f"{node}: state['messages'] holds something that is not a message: {exc}") from None
 
 
 def _messages_since(messages: Sequence[AnyMessage], cursor: str | None) -> list[AnyMessage]:

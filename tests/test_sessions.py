@@ -1,0 +1,91 @@
+"""The session tier: TTL written with the value, sliding reads, owner claims, per-user index."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import unique
+
+from memory_tiers import MemoryManager, NotFoundError, OwnershipError, UsageError
+
+
+async def test_value_and_ttl_are_written_together_and_reads_slide_the_ttl(memory_config):
+    alice, session = unique("alice"), unique("s")
+    config = {**memory_config, "session": {**memory_config.get("session", {}), "ttl": "100s"}}
+    async with MemoryManager(config) as manager:
+        store = manager.session_store
+        await manager.sessions.start(alice, session, {"summary": "hello"})
+        key = store.keys.session(alice, session)
+        await store.client.expire(key, 10)  # as if 90 s had passed
+        record = await manager.sessions.get(alice, session)
+        assert record.data == {"summary": "hello"}
+        assert 90 < await store.client.ttl(key) <= 100
+        assert 90 < await store.client.ttl(store.keys.claim(session)) <= 100
+
+
+async def test_without_sliding_reads_leave_the_ttl_alone(memory_config):
+    alice, session = unique("alice"), unique("s")
+    config = {**memory_config, "session": {**memory_config.get("session", {}), "sliding": False}}
+    async with MemoryManager(config) as manager:
+        store = manager.session_store
+        await manager.sessions.start(alice, session)
+        await store.client.expire(store.keys.session(alice, session), 10)
+        await manager.sessions.get(alice, session)
+        assert await store.client.ttl(store.keys.session(alice, session)) <= 10
+
+
+async def test_keys_carry_the_prefix_and_the_user_hash_tag(memory_config):
+    alice, session = unique("alice"), unique("s")
+    async with MemoryManager(memory_config) as manager:
+        store = manager.session_store
+        await manager.sessions.start(alice, session)
+        keys = sorted([k async for k in store.client.scan_iter(match=f"{store.keys.prefix}:*")])
+    prefix = store.keys.prefix
+    assert f"{prefix}:{{{alice}}}:session:{session}" in keys
+    assert f"{prefix}:{{{alice}}}:sessions" in keys
+    assert f"{prefix}:session-owner:{{{session}}}" in keys
+
+
+async def test_lifecycle_start_update_list_end_archives_to_long_term(memory_config):
+    alice = unique("alice")
+    s1, s2 = unique("s"), unique("s")
+    async with MemoryManager(memory_config) as manager:
+        await manager.sessions.start(alice, s1, {"summary": "planning a trip"})
+        await manager.sessions.start(alice, s2)
+        with pytest.raises(UsageError):
+            await manager.sessions.start(alice, s1)
+        updated = await manager.sessions.update(alice, s1, {"topics": ["rome"]})
+        assert updated.data == {"summary": "planning a trip", "topics": ["rome"]}
+        assert sorted(await manager.sessions.list(alice)) == sorted([s1, s2])
+        await manager.sessions.end(alice, s1)
+        assert await manager.sessions.list(alice) == [s2]
+        with pytest.raises(NotFoundError):
+            await manager.sessions.get(alice, s1)
+        archives = await manager.long_term.list_archives(alice)
+    assert [(a["kind"], a["session_id"], a["summary"]) for a in archives] == [
+        ("session", s1, "planning a trip")
+    ]
+
+
+async def test_another_user_cannot_read_update_or_end_a_session(memory_config):
+    alice, bob, session = unique("alice"), unique("bob"), unique("s")
+    async with MemoryManager(memory_config) as manager:
+        await manager.sessions.start(alice, session, {"secret": "canary-123"})
+        for call in (
+            manager.sessions.get(bob, session),
+            manager.sessions.update(bob, session, {"x": 1}),
+            manager.sessions.end(bob, session),
+            manager.sessions.start(bob, session),
+        ):
+            with pytest.raises(OwnershipError):
+                await call
+        assert (await manager.sessions.get(alice, session)).data == {"secret": "canary-123"}
+        assert await manager.sessions.list(bob) == []
+
+
+async def test_an_ended_session_id_can_be_claimed_again(memory_config):
+    alice, bob, session = unique("alice"), unique("bob"), unique("s")
+    async with MemoryManager(memory_config) as manager:
+        await manager.sessions.start(alice, session)
+        await manager.sessions.end(alice, session)
+        record = await manager.sessions.start(bob, session)
+    assert record.user_id == bob

@@ -17,7 +17,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 from memory_tiers.config import WorkingConfig, mask_url
-from memory_tiers.errors import BackendUnavailableError, MissingDependencyError
+from memory_tiers.errors import BackendError, BackendUnavailableError, MissingDependencyError
 from memory_tiers.translate import translate_errors
 
 TIER = "working"
@@ -73,10 +73,23 @@ async def setup_checkpointer(saver: BaseCheckpointSaver[Any], config: WorkingCon
     """Run the saver's own idempotent schema setup."""
     url = mask_url(config.url.get_secret_value()) if config.url else config.backend
     with translate_errors(TIER, url):
-        if hasattr(saver, "asetup"):
-            await saver.asetup()
-        elif hasattr(saver, "setup"):
-            await saver.setup()
+        try:
+            if hasattr(saver, "asetup"):
+                await saver.asetup()
+            elif hasattr(saver, "setup"):
+                await saver.setup()
+        except Exception as exc:
+            if not _is_missing_redis_modules(exc):
+                raise
+            raise BackendError(
+                f"working tier ({url}): the redis backend needs Redis 8 or Redis Stack "
+                f"(RediSearch and RedisJSON): {exc}"
+            ) from exc
+
+
+def _is_missing_redis_modules(exc: Exception) -> bool:
+    # redisvl raises its own exception type when FT.* commands are unknown.
+    return "FT." in str(exc) or type(exc).__module__.startswith("redisvl")
 
 
 @asynccontextmanager

@@ -34,8 +34,10 @@ def _sqlite_file_missing(cfg: MemoryTiersConfig) -> bool:
 
     url = make_url(long_term_url(cfg.long_term, cfg.data_dir))
     database = url.database or ""
-    return url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and (
-        not Path(database).exists()
+    return (
+        url.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and (not Path(database).exists())
     )
 
 
@@ -68,11 +70,12 @@ def _status(revision: str | None, head: str) -> str:
     return "[yellow]behind[/]: run `memory-tiers db upgrade`"
 
 
-def _table(title: str) -> Table:
-    table = Table(title=title, title_justify="left", show_header=True)
-    table.add_column("tier", style="bold")
-    table.add_column("where", overflow="fold")
-    table.add_column("schema", overflow="fold")
+def _table(*revision_columns: str) -> Table:
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("tier", style="bold cyan", no_wrap=True)
+    table.add_column("where", overflow="fold", ratio=1)
+    for name in revision_columns:
+        table.add_column(name, no_wrap=True)
     return table
 
 
@@ -87,29 +90,39 @@ def upgrade(config_file: Path | None, data_dir: Path | None) -> None:
     """Create or migrate every tier's schema (needed with `setup: manual`; idempotent)."""
     cfg = build_config(config_file, data_dir)
     revisions = asyncio.run(upgrade_all(cfg))
-    table = _table("memory-tiers db upgrade")
+    table = _table("before", "after", "head")
     table.add_row(
         "long-term",
         describe_long_term(cfg),
-        f"{revisions.before or 'none'} -> {revisions.after} (head {revisions.head})",
+        revisions.before or "none",
+        revisions.after or "none",
+        revisions.head,
     )
-    working = "in-process, nothing to set up" if cfg.working.backend == "memory" else "tables set up"
-    table.add_row("working", describe_working(cfg), working)
-    Console().print(table)
+    working = "in-process" if cfg.working.backend == "memory" else "set up"
+    table.add_row("working", describe_working(cfg), "", working, "")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"long-term schema: {revisions.before or 'none'} -> {revisions.after} (head {revisions.head})"
+    )
 
 
 @db_group.command("current")
 @config_options
 def show_current(config_file: Path | None, data_dir: Path | None) -> None:
-    """Show the long-term schema revision and the newest one this version knows."""
+    """Show the long-term schema revision and the newest one this version knows.
+
+    The working tier's tables are versioned by the LangGraph saver itself; `db upgrade` runs
+    its setup.
+    """
     cfg = build_config(config_file, data_dir)
     revisions = asyncio.run(current(cfg))
-    table = _table("memory-tiers db current")
-    table.add_row(
-        "long-term",
-        describe_long_term(cfg),
-        f"current {revisions.after or 'none'}, head {revisions.head}: "
+    table = _table("current", "head")
+    table.add_row("long-term", describe_long_term(cfg), revisions.after or "none", revisions.head)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"long-term schema: current {revisions.after or 'none'}, head {revisions.head}: "
         f"{_status(revisions.after, revisions.head)}",
+        soft_wrap=True,
     )
-    table.add_row("working", describe_working(cfg), "managed by the LangGraph saver's own setup")
-    Console().print(table)

@@ -124,7 +124,5 @@ class Responder:
                 parts.append("I don't know anything about you yet.")
             topics = [t for t in session.get("topics", []) if t != "recap"]
             if topics:
-                parts.append(
-                    f"This session (turn {session['turns']}) we covered: {', '.join(topics)}."
-                )
+                parts.append(f"This session (turn {session['turns']}) we covered: {', '.join(topics)}.")
         return " ".join(parts) or "I see. Tell me more about yourself."

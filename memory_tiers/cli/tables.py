@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -13,6 +14,9 @@ from memory_tiers.working.checkpointer import sqlite_path
 
 if TYPE_CHECKING:
     from memory_tiers.cli.demo import TurnRecord
+
+
+_FACT_ORDER = {name: i for i, name in enumerate(["name", "location", "likes", "dislikes", "preference"])}
 
 
 def session_is_embedded(cfg: MemoryTiersConfig) -> bool:
@@ -49,19 +53,25 @@ def setup_table(cfg: MemoryTiersConfig) -> Table:
     table.add_column(style="bold cyan")
     table.add_column(overflow="fold")
     table.add_row("working", escape(describe_working(cfg)))
-    table.add_row("session", escape(f"{describe_session(cfg)}, ttl {cfg.session.ttl}"))
+    table.add_row("session", escape(f"{describe_session(cfg)}, ttl {cfg.session.ttl.total_seconds():g}s"))
     table.add_row("long-term", escape(describe_long_term(cfg)))
     return table
 
 
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(str(item) for item in value) + "]"
+    return str(value)
+
+
 def _pairs(values: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in values.items()) or "(empty)"
+    return ", ".join(f"{key}={_value(value)}" for key, value in values.items()) or "(empty)"
 
 
 def format_facts(facts: list[dict[str, Any]]) -> str:
     """Facts as ``attribute: value`` items, grouped by attribute."""
     grouped: dict[str, list[str]] = {}
-    for fact in facts:
+    for fact in sorted(facts, key=lambda f: _FACT_ORDER.get(str(f["attribute"]), len(_FACT_ORDER))):
         grouped.setdefault(str(fact["attribute"]), []).append(str(fact["value"]))
     return "; ".join(f"{key}: {', '.join(values)}" for key, values in grouped.items()) or "(none)"
 
@@ -74,7 +84,8 @@ def turn_table(record: TurnRecord) -> Table:
         title_style="dim",
         show_header=True,
         header_style="bold",
-        pad_edge=False,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
     )
     table.add_column("tier", style="bold cyan", no_wrap=True)
     table.add_column("key", style="dim", no_wrap=True)

@@ -69,24 +69,30 @@ Duration = Annotated[
 ]
 
 
+_QUERY_PASSWORD = re.compile(r"((?:^|&)(?:password|pass|pwd)=)[^&]*", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` with its password replaced by ``***``.
 
     Example:
         >>> mask_url("postgresql://app:s3cret@db:5432/agents")
         'postgresql://app:***@db:5432/agents'
+        >>> mask_url("postgresql://[::1]/db?user=app&password=s3cret")
+        'postgresql://[::1]/db?user=app&password=***'
     """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
-    if parts.password is None:
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    if parts.password is None and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class SecretUrl(SecretStr):
@@ -264,7 +270,7 @@ def _format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "<root>"
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "literal_error":

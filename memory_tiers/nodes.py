@@ -39,7 +39,9 @@ def _messages(state: dict[str, Any], node: str) -> list[AnyMessage]:
     try:
         return convert_to_messages(state["messages"])
     except (ValueError, NotImplementedError, TypeError) as exc:
-        raise StateSchemaError(f"{node}: state['messages'] holds something that is not a message: {exc}") from None
+        raise StateSchemaError(
+            f"{node}: state['messages'] holds something that is not a message: {exc}"
+        ) from None
 
 
 def _messages_since(messages: Sequence[AnyMessage], cursor: str | None) -> list[AnyMessage]:

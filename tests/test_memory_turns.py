@@ -225,3 +225,14 @@ async def test_per_tier_nodes_touch_only_their_tier(memory_config):
         assert "profile" not in out
         assert (await manager.sessions.get(alice, session)).data == {"seen": True}
         assert await manager.long_term.list_facts(alice) == []
+
+
+async def test_restating_a_known_fact_does_not_bump_the_profile_version(memory_config):
+    alice = unique("alice")
+    async with MemoryManager(memory_config) as manager:
+        graph = memory_graph(manager)
+        for _ in range(3):
+            await graph.ainvoke({"messages": [("user", "I live in Oslo.")]}, turn_config(alice, unique("t")))
+        profile = await manager.long_term.get_profile(alice)
+    assert profile.document == {"location": "Oslo"}
+    assert profile.version == 1

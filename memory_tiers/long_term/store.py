@@ -271,16 +271,20 @@ class LongTermStore:
         insert = self._insert(profiles).values(
             user_id=user_id, document=patch, version=1, created_at=now, updated_at=now
         )
+        merged = self._merge_document(patch)
         await conn.execute(
             insert.on_conflict_do_update(
                 index_elements=[profiles.c.user_id],
-                set_={
-                    "document": self._merge_document(patch),
-                    "version": profiles.c.version + 1,
-                    "updated_at": insert.excluded.updated_at,
-                },
+                set_={"document": merged, "version": profiles.c.version + 1, "updated_at": now},
+                # Re-stating what the profile already says is not a new version.
+                where=self._differs(merged, profiles.c.document),
             )
         )
+
+    def _differs(self, left: Any, right: Any) -> ColumnElement[bool]:
+        if self.dialect == "postgresql":
+            return left != right  # jsonb compares by value
+        return func.json(left) != func.json(right)  # canonical text on both sides
 
     def _merge_document(self, patch: dict[str, Any]) -> ColumnElement[Any]:
         """Set the top-level keys of ``patch`` in the stored profile, inside the database so

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import memory_graph
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from memory_tiers import BackendUnavailableError, MemoryManager, MemoryState, MemoryTiersError
@@ -50,15 +50,7 @@ def _graph(manager: MemoryManager, seen: list[list[str]]) -> CompiledStateGraph[
         seen.append([str(m.content) for m in history])
         return {"messages": [AIMessage(f"reply {len(seen)} after {len(history)} messages")]}
 
-    builder = StateGraph(MemoryState)
-    builder.add_node("load", manager.nodes.load)
-    builder.add_node("agent", agent)
-    builder.add_node("save", manager.nodes.save)
-    builder.add_edge(START, "load")
-    builder.add_edge("load", "agent")
-    builder.add_edge("agent", "save")
-    builder.add_edge("save", END)
-    return builder.compile(checkpointer=manager.checkpointer)
+    return memory_graph(manager, agent)
 
 
 def _contents(state: dict[str, Any]) -> list[str]:

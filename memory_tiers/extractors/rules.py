@@ -68,8 +68,8 @@ class RulesExtractor(BaseExtractor):
     options_model = RulesOptions
 
     def __init__(self, options: RulesOptions | None = None) -> None:
-        super().__init__(options or RulesOptions())
         self.settings = options or RulesOptions()
+        super().__init__(self.settings)
         unknown = [lang for lang in self.settings.languages if lang not in RULES]
         if unknown:
             raise ValueError(f"no rules for languages {unknown}; known: {sorted(RULES)}")

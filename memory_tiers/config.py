@@ -153,10 +153,84 @@ class ExtractorSpec(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class RecallConfig(_Section):
-    """How many long-term facts the load node brings into the state."""
+class RecallWeights(_Section):
+    """How the load node ranks facts: a weighted sum of three scores, each in [0, 1]."""
 
-    k: int = Field(default=8, ge=0, le=200)
+    relevance: float = Field(default=1.0, ge=0.0, description="full-text match with this turn's message")
+    recency: float = Field(default=0.3, ge=0.0, description="how recently the fact was last observed")
+    confidence: float = Field(default=0.3, ge=0.0, description="the fact's consolidated confidence")
+
+
+class SemanticRecallConfig(_Section):
+    """Optional semantic recall through a LangChain ``Embeddings``."""
+
+    embeddings: str | None = Field(
+        default=None,
+        description="'package.module:attribute' naming an Embeddings instance or a factory of one "
+        "(or pass embeddings= to MemoryManager)",
+    )
+    weight: float = Field(default=1.0, ge=0.0, description="weight of cosine similarity in the rank")
+    candidates: int = Field(
+        default=200, ge=1, le=5000, description="facts fetched in the one query, then re-ranked"
+    )
+
+
+class RecallConfig(_Section):
+    """Which long-term facts the load node brings into the state."""
+
+    k: int = Field(default=8, ge=0, le=200, description="facts recalled per turn, besides pinned ones")
+    weights: RecallWeights = RecallWeights()
+    recency_half_life: Duration = Field(
+        default=timedelta(days=30), description="age at which the recency score halves"
+    )
+    pinned_limit: int = Field(default=20, ge=0, le=200, description="pinned facts always recalled")
+    semantic: SemanticRecallConfig = SemanticRecallConfig()
+
+
+class ExtractionConfig(_Section):
+    """When extractors run, and what a failing one does to the turn."""
+
+    mode: Literal["inline", "deferred"] = Field(
+        default="inline",
+        description="inline: facts are stored before the save node returns; deferred: after the "
+        "turn, debounced per thread and flushed when the manager closes",
+    )
+    debounce: Duration = Field(
+        default=timedelta(seconds=2), description="deferred: wait this long for a newer turn"
+    )
+    on_error: Literal["report", "raise"] = Field(
+        default="report",
+        description="report: log it and list it in state['memory_errors']; raise: fail the turn",
+    )
+
+
+class ProfileConfig(_Section):
+    """How facts patch the user's profile document."""
+
+    mappings: dict[str, str] | None = Field(
+        default=None,
+        description="fact attribute -> profile key, for facts about the user; None maps every "
+        "single-valued attribute to itself, {} turns patching off",
+    )
+
+
+class GuardConfig(_Section):
+    """Memory hygiene: what happens to instruction-shaped fact values at write time."""
+
+    mode: Literal["off", "flag", "reject"] = Field(
+        default="flag",
+        description="flag: store it but never recall it into prompts; reject: do not store it",
+    )
+
+
+class StoreConfig(_Section):
+    """The LangGraph BaseStore over the long-term database (``manager.store``)."""
+
+    default_ttl: Duration | None = Field(default=None, description="TTL of items put without one")
+    refresh_on_read: bool = Field(default=True, description="get and search push expiry forward")
+    sweep_interval: Duration | None = Field(
+        default=timedelta(minutes=5), description="how often expired items are deleted; null: never"
+    )
 
 
 class LongTermConfig(_Section):
@@ -169,6 +243,10 @@ class LongTermConfig(_Section):
     )
     recall: RecallConfig = RecallConfig()
     extractors: list[str | ExtractorSpec] = Field(default_factory=lambda: ["rules"])
+    extraction: ExtractionConfig = ExtractionConfig()
+    profile: ProfileConfig = ProfileConfig()
+    guard: GuardConfig = GuardConfig()
+    store: StoreConfig = StoreConfig()
     pool_size: int = Field(default=5, ge=1, le=1000)
     max_overflow: int = Field(default=10, ge=0, le=1000)
     pool_timeout: Duration = timedelta(seconds=10)

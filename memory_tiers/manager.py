@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from langchain_core.embeddings import Embeddings
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,7 +23,9 @@ from memory_tiers.config import MemoryTiersConfig, load_config, load_yaml
 from memory_tiers.errors import ConfigError, UsageError
 from memory_tiers.extractors.base import FactExtractor
 from memory_tiers.extractors.registry import build_extractors
+from memory_tiers.learning import Learner
 from memory_tiers.long_term import migrate
+from memory_tiers.long_term.recall import load_embeddings
 from memory_tiers.long_term.store import LongTermStore
 from memory_tiers.nodes import MemoryNodes
 from memory_tiers.session.store import SessionStore
@@ -41,6 +44,8 @@ class MemoryManager:
         checkpointer: a LangGraph checkpointer you already have, used instead of opening one.
         redis: a ``redis.asyncio.Redis`` client (``decode_responses=True``) for sessions.
         engine: a SQLAlchemy `AsyncEngine` for long-term memory.
+        embeddings: a LangChain ``Embeddings`` for semantic recall (instead of naming one in
+            ``long_term.recall.semantic.embeddings``).
 
     Clients passed in are used as they are and left open on exit.
 
@@ -62,9 +67,17 @@ class MemoryManager:
         checkpointer: BaseCheckpointSaver[Any] | None = None,
         redis: aioredis.Redis | None = None,
         engine: AsyncEngine | None = None,
+        embeddings: Embeddings | None = None,
     ) -> None:
         self.config = load_config(config)
+        semantic = self.config.long_term.recall.semantic
+        if embeddings is None and semantic.embeddings is not None:
+            embeddings = load_embeddings(semantic.embeddings)
+        self.embeddings = embeddings
         self.extractors: list[FactExtractor] = build_extractors(self.config.long_term.extractor_specs())
+        self.learner = Learner(
+            self.extractors, self.config.long_term.extraction, lambda: self.long_term_store
+        )
         self.nodes = MemoryNodes(self)
         self.sessions = SessionsAPI(self)
         self.bridge = LoopBridge()
@@ -113,10 +126,12 @@ class MemoryManager:
         cfg = self.config
         auto = cfg.setup == "auto"
         if self._given_engine is not None:
-            self._long_term_store = LongTermStore(self._given_engine, recall_k=cfg.long_term.recall.k)
+            self._long_term_store = LongTermStore(
+                self._given_engine, cfg.long_term, embeddings=self.embeddings
+            )
         else:
             self._long_term_store = await stack.enter_async_context(
-                LongTermStore.open(cfg.long_term, cfg.data_dir)
+                LongTermStore.open(cfg.long_term, cfg.data_dir, embeddings=self.embeddings)
             )
         await self._check_long_term_schema(upgrade=auto)
         if self._given_redis is not None:
@@ -162,11 +177,18 @@ class MemoryManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._stack is not None:
+            # Deferred learning still holds submitted turns: finish them while the stores are open.
+            await self.flush()
         stack, self._stack = self._stack, None
         self.bridge.unbind()
         self._checkpointer = self._session_store = self._long_term_store = None
         if stack is not None:
             await stack.aclose()
+
+    async def flush(self) -> None:
+        """Finish deferred learning now (``long_term.extraction.mode: deferred``)."""
+        await self.learner.deferred.flush()
 
     def __enter__(self) -> MemoryManager:
         """Open the manager for synchronous code: its connections live on a background loop."""

@@ -9,7 +9,6 @@ transaction + 1 Redis pipeline, whatever the history length.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +17,11 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 
 from memory_tiers.context import TurnIds, resolve_ids
 from memory_tiers.errors import InvalidIdentifierError, OwnershipError, StateSchemaError
-from memory_tiers.extractors.base import ExtractionContext, FactCandidate, run_extractor
-from memory_tiers.long_term.store import Provenance
+from memory_tiers.learning import Turn
+from memory_tiers.long_term.consolidate import Provenance
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
-
-logger = logging.getLogger(__name__)
 
 Update = dict[str, Any]
 NodeImpl = Callable[[dict[str, Any], TurnIds, RunnableConfig], Awaitable[Update]]
@@ -51,6 +48,14 @@ def _messages_since(messages: Sequence[AnyMessage], cursor: str | None) -> list[
             if messages[index].id == cursor:
                 return list(messages[index + 1 :])
     return list(messages)
+
+
+def _last_human_text(messages: Sequence[AnyMessage]) -> str | None:
+    """The text of the latest user message: what this turn's recall is about."""
+    for message in reversed(messages):
+        if message.type == "human":
+            return message.text
+    return None
 
 
 def _require(value: str | None, kind: str, node: str) -> str:
@@ -112,7 +117,8 @@ class MemoryNodes:
     # -- long-term tier -----------------------------------------------------------------
 
     async def _load_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
-        context = await self._manager.long_term_store.load_context(ids.user_id, ids.thread_id)
+        query = _last_human_text(_messages(state, "load_long_term"))
+        context = await self._manager.long_term_store.load_context(ids.user_id, ids.thread_id, query)
         if context.thread_owner is not None and context.thread_owner != ids.user_id:
             raise OwnershipError(f"thread {ids.thread_id!r} belongs to another user")
         return {
@@ -121,32 +127,18 @@ class MemoryNodes:
             "memory_version": state.get("memory_version") or self._manager.config.state.version,
         }
 
-    async def _extract(self, messages: Sequence[AnyMessage], ids: TurnIds) -> list[FactCandidate]:
-        context = ExtractionContext(ids.user_id, ids.thread_id, ids.session_id)
-        candidates: list[FactCandidate] = []
-        for extractor in self._manager.extractors:
-            try:
-                candidates += await run_extractor(extractor, messages, context)
-            except Exception:
-                # One broken extractor must not cost the user their turn.
-                logger.exception("extractor %r failed; its facts are skipped", extractor)
-        return candidates
-
     async def _save_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
         thread_id = _require(ids.thread_id, "thread_id", "save_long_term")
-        messages = _messages(state, "save_long_term")
-        new = _messages_since(messages, state.get("memory_cursor"))
-        candidates = await self._extract(new, ids) if new else []
+        new = _messages_since(_messages(state, "save_long_term"), state.get("memory_cursor"))
         # LangGraph maps each namespace to the checkpoint this step started from; ours is last.
         checkpoint_map = (config.get("configurable") or {}).get("checkpoint_map") or {}
         checkpoint_id = next(reversed(checkpoint_map.values()), None)
-        await self._manager.long_term_store.save_turn(
-            ids.user_id,
-            Provenance(thread_id=thread_id, checkpoint_id=checkpoint_id),
-            candidates,
-            session_id=ids.session_id,
-        )
-        return {"memory_cursor": new[-1].id} if new else {}
+        turn = Turn(ids, Provenance(thread_id=thread_id, checkpoint_id=checkpoint_id), new)
+        problems = await self._manager.learner.learn(turn)
+        update: Update = {"memory_errors": problems}
+        if new:
+            update["memory_cursor"] = new[-1].id
+        return update
 
     # -- all tiers ----------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ async def test_load_and_save_cost_fixed_round_trips_whatever_the_history(memory_
         assert load.redis_round_trips == 1, turn
         assert load.sql_statements == ["SELECT"], turn
         assert save.redis_round_trips == 1, turn
-        # one transaction: thread registry upsert, fact upsert, supersede check is skipped
-        # for "many" facts; no reads of history.
-        assert save.sql_statements == ["INSERT", "INSERT"], turn
+        # one transaction: thread registry upsert, fact upsert, observation insert; the
+        # supersede step is skipped for "many" facts; no reads of history.
+        assert save.sql_statements == ["INSERT", "INSERT", "INSERT"], turn
     assert measured[1][1].sql_statements == measured[30][1].sql_statements

@@ -32,12 +32,12 @@ def normalize_sql_url(url: str) -> str:
             "long_term.url is not a database URL: use sqlite+aiosqlite:///path or "
             "postgresql+asyncpg://user@host/db"
         ) from None
-    backend = "postgresql" if parsed.get_backend_name() in ("postgres", "postgresql") else (
-        parsed.get_backend_name()
+    backend = (
+        "postgresql"
+        if parsed.get_backend_name() in ("postgres", "postgresql")
+        else (parsed.get_backend_name())
     )
-    if parsed.get_driver_name() in ("", "pysqlite", "psycopg2", "psycopg") and backend in (
-        _ASYNC_DRIVERS
-    ):
+    if parsed.get_driver_name() in ("", "pysqlite", "psycopg2", "psycopg") and backend in (_ASYNC_DRIVERS):
         parsed = parsed.set(drivername=_ASYNC_DRIVERS[backend])
     return parsed.render_as_string(hide_password=False)
 

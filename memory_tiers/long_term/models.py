@@ -36,8 +36,25 @@ class Fact(_Record):
     valid_from: datetime
     valid_to: datetime | None = None
     superseded_by: str | None = None
+    pinned: bool = False
+    flagged: bool = False
+    score: float | None = None
 
     _tz = field_validator("created_at", "updated_at", "valid_from", "valid_to")(_aware)
+
+
+class Observation(_Record):
+    """One time a fact was seen: the turn (or API call) it came from and how sure it was."""
+
+    fact_id: str
+    observation_key: str
+    thread_id: str | None = None
+    checkpoint_id: str | None = None
+    message_id: str | None = None
+    confidence: float
+    observed_at: datetime
+
+    _tz = field_validator("observed_at")(_aware)
 
 
 class Profile(_Record):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -59,7 +61,13 @@ facts = Table(
     Column("valid_from", DateTime(timezone=True), nullable=False),
     Column("valid_to", DateTime(timezone=True)),
     Column("superseded_by", String(UUID_LEN)),
+    Column("pinned", Boolean, nullable=False, server_default=false()),
+    Column("flagged", Boolean, nullable=False, server_default=false()),
+    Column("embedding", JSON),
 )
+# Full-text search columns are dialect-specific and live in migration 0002: on PostgreSQL a
+# generated ``search_vector`` tsvector with a GIN index, on SQLite the FTS5 table ``mt_facts_fts``
+# kept in step by triggers. See long_term/recall.py.
 # One current fact per (user, subject, attribute, value): duplicates merge by constraint,
 # never by check-then-insert.
 current_fact_key = Index(
@@ -73,6 +81,20 @@ current_fact_key = Index(
     postgresql_where=facts.c.superseded_by.is_(None),
 )
 Index("ix_mt_facts_recall", facts.c.user_id, facts.c.superseded_by, facts.c.confidence)
+
+# One row per time a fact was observed; the key makes replaying a turn a no-op.
+fact_observations = Table(
+    "mt_fact_observations",
+    metadata,
+    Column("fact_id", String(UUID_LEN), primary_key=True),
+    Column("observation_key", String(400), primary_key=True),
+    Column("user_id", String(ID), nullable=False, index=True),
+    Column("thread_id", String(ID)),
+    Column("checkpoint_id", String(ID)),
+    Column("message_id", String(ID)),
+    Column("confidence", Float, nullable=False),
+    Column("observed_at", DateTime(timezone=True), nullable=False),
+)
 
 threads = Table(
     "mt_threads",
@@ -100,3 +122,18 @@ archives = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_mt_archives_user_created", archives.c.user_id, archives.c.created_at)
+
+# The LangGraph BaseStore's items; ``user_id`` is the tenant every query is scoped to and
+# ``namespace`` the store namespace's labels joined by ".".
+store_items = Table(
+    "mt_store_items",
+    metadata,
+    Column("user_id", String(ID), primary_key=True),
+    Column("namespace", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", Document, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), index=True),
+    Column("ttl_minutes", Float),
+)

@@ -15,13 +15,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
-    Insert,
     bindparam,
-    case,
     delete,
     func,
     literal_column,
@@ -29,21 +27,28 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_tiers.config import LongTermConfig, mask_url
 from memory_tiers.errors import ConfigError, InvalidIdentifierError, NotFoundError, OwnershipError
 from memory_tiers.extractors.base import FactCandidate
+from memory_tiers.ids import validate_id
 from memory_tiers.long_term import migrate
+from memory_tiers.long_term.consolidate import Accepted, Provenance, consolidate, insert_for
 from memory_tiers.long_term.engine import create_engine, long_term_url
-from memory_tiers.long_term.models import Fact, LongTermContext, Profile, ThreadRecord
-from memory_tiers.long_term.schema import archives, facts, profiles, threads
+from memory_tiers.long_term.hygiene import looks_like_instruction
+from memory_tiers.long_term.models import Fact, LongTermContext, Observation, Profile, ThreadRecord
+from memory_tiers.long_term.recall import RecallQuery, fact_text, rank
+from memory_tiers.long_term.schema import archives, fact_observations, facts, profiles, threads
 from memory_tiers.translate import translate_errors
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
 
 TIER = "long_term"
 _PROFILE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_FACT_COLUMNS = [c for c in facts.c if c.name != "user_id"]
+_FACT_COLUMNS = [c for c in facts.c if c.name not in ("user_id", "embedding")]
 
 
 def _now() -> datetime:
@@ -51,11 +56,11 @@ def _now() -> datetime:
 
 
 @dataclass(frozen=True)
-class Provenance:
-    """Where a turn's facts were observed."""
+class SaveOutcome:
+    """What a save did: the facts the candidates landed in, and the ones the guard refused."""
 
-    thread_id: str
-    checkpoint_id: str | None = None
+    fact_ids: list[str]
+    rejected: list[FactCandidate]
 
 
 class LongTermStore:
@@ -63,12 +68,20 @@ class LongTermStore:
 
     Args:
         engine: an `AsyncEngine` on SQLite (aiosqlite) or PostgreSQL (asyncpg).
-        recall_k: how many facts `load_context` returns.
+        config: recall, profile-mapping and guard settings (the defaults when None).
+        embeddings: a LangChain ``Embeddings`` for semantic recall, or None.
     """
 
-    def __init__(self, engine: AsyncEngine, *, recall_k: int = 8) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        config: LongTermConfig | None = None,
+        *,
+        embeddings: Embeddings | None = None,
+    ) -> None:
         self.engine = engine
-        self.recall_k = recall_k
+        self.config = config or LongTermConfig()
+        self.embeddings = embeddings
         self.dialect = engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(
@@ -76,13 +89,16 @@ class LongTermStore:
             )
         self.masked_url = mask_url(engine.url.render_as_string(hide_password=False))
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._recall = RecallQuery(self.dialect, self.config.recall, semantic=embeddings is not None)
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, config: LongTermConfig, data_dir: Path) -> AsyncIterator[LongTermStore]:
+    async def open(
+        cls, config: LongTermConfig, data_dir: Path, *, embeddings: Embeddings | None = None
+    ) -> AsyncIterator[LongTermStore]:
         """Create the engine, check the database answers, and dispose of it on exit."""
         engine = create_engine(config, data_dir)
-        store = cls(engine, recall_k=config.recall.k)
+        store = cls(engine, config, embeddings=embeddings)
         try:
             with translate_errors(TIER, mask_url(long_term_url(config, data_dir))):
                 async with engine.connect():
@@ -105,15 +121,14 @@ class LongTermStore:
 
     # -- the hot path -------------------------------------------------------------------
 
-    async def load_context(self, user_id: str, thread_id: str | None) -> LongTermContext:
-        """Profile, top-k current facts and the thread's owner, in one SELECT."""
-        recall = (
-            select(*_FACT_COLUMNS)
-            .where(facts.c.user_id == user_id, facts.c.superseded_by.is_(None))
-            .order_by(facts.c.confidence.desc(), facts.c.updated_at.desc(), facts.c.id)
-            .limit(self.recall_k)
-            .subquery("recall")
-        )
+    async def load_context(
+        self, user_id: str, thread_id: str | None, query: str | None = None
+    ) -> LongTermContext:
+        """Profile, pinned facts, the top-k facts for ``query`` and the thread's owner, in one
+        SELECT (plus one embedding call for ``query`` when semantic recall is on)."""
+        query_embedding = await self._embed_query(query)
+        now = _now()
+        recall = self._recall.subquery(user_id, query, now)
         anchor = select(literal_column("1").label("anchor")).subquery("anchor")
         stmt = select(
             profiles.c.document,
@@ -129,13 +144,46 @@ class LongTermStore:
             async with self._autocommit.connect() as conn:
                 rows = (await conn.execute(stmt)).mappings().all()
         first = rows[0]
+        recalled = rank(
+            [dict(row) for row in rows if row["id"] is not None],
+            k=self.config.recall.k,
+            query_embedding=query_embedding,
+            weight=self.config.recall.semantic.weight,
+        )
         return LongTermContext(
-            profile=Profile(
-                user_id=user_id, document=first["document"] or {}, version=first["version"] or 0
-            ),
-            facts=[Fact.model_validate(dict(row)) for row in rows if row["id"] is not None],
+            profile=Profile(user_id=user_id, document=first["document"] or {}, version=first["version"] or 0),
+            facts=[Fact.model_validate(row) for row in recalled],
             thread_owner=first["thread_owner"],
         )
+
+    async def _embed_query(self, query: str | None) -> list[float] | None:
+        if self.embeddings is None or not (query or "").strip():
+            return None
+        return list(await self.embeddings.aembed_query(query or ""))
+
+    async def _embed_facts(self, accepted: Sequence[Accepted]) -> dict[str, list[float]] | None:
+        if self.embeddings is None or not accepted:
+            return None
+        candidates = [a.candidate for a in accepted]
+        vectors = await self.embeddings.aembed_documents(
+            [fact_text(c.subject, c.attribute, c.value) for c in candidates]
+        )
+        return {c.value_norm: list(v) for c, v in zip(candidates, vectors, strict=True)}
+
+    def screen(self, candidates: Sequence[FactCandidate]) -> tuple[list[Accepted], list[FactCandidate]]:
+        """Apply the memory guard: instruction-shaped facts are flagged or rejected."""
+        mode = self.config.guard.mode
+        accepted: list[Accepted] = []
+        rejected: list[FactCandidate] = []
+        for c in candidates:
+            suspicious = mode != "off" and (
+                looks_like_instruction(c.value) or looks_like_instruction(c.subject)
+            )
+            if suspicious and mode == "reject":
+                rejected.append(c)
+            else:
+                accepted.append(Accepted(c, flagged=suspicious))
+        return accepted, rejected
 
     async def save_turn(
         self,
@@ -144,32 +192,41 @@ class LongTermStore:
         candidates: Sequence[FactCandidate],
         *,
         session_id: str | None = None,
-    ) -> list[str]:
+    ) -> SaveOutcome:
         """Register the thread and consolidate the turn's facts in one transaction.
 
         Idempotent: saving the same turn again changes nothing but timestamps.
-        Returns the ids of the current facts the candidates landed in.
 
         Raises:
             OwnershipError: the thread belongs to another user (nothing is written).
         """
+        accepted, rejected = self.screen(candidates)
+        embeddings = await self._embed_facts(accepted)
         now = _now()
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
-                await self._touch_thread(conn, user_id, provenance.thread_id, session_id, now)
-                ids = await self._upsert_facts(conn, user_id, provenance, candidates, now)
-                profile_patch = {
-                    c.attribute: c.value
-                    for c in candidates
-                    if c.cardinality == "one" and c.subject == "user"
-                }
+                if provenance.thread_id is not None:
+                    await self._touch_thread(conn, user_id, provenance.thread_id, session_id, now)
+                ids = await consolidate(
+                    conn, self.dialect, user_id, provenance, accepted, now, embeddings=embeddings
+                )
+                profile_patch = self._profile_patch(accepted)
                 if profile_patch:
                     await self._patch_profile(conn, user_id, profile_patch, now)
-        return ids
+        return SaveOutcome(fact_ids=ids, rejected=rejected)
 
-    def _insert(self, table: Any) -> Any:
-        dialect = postgresql if self.dialect == "postgresql" else sqlite
-        return dialect.insert(table)
+    def _profile_patch(self, accepted: Sequence[Accepted]) -> dict[str, Any]:
+        """Profile keys set by this turn's facts about the user, through the configured mappings."""
+        mappings = self.config.profile.mappings
+        patch: dict[str, Any] = {}
+        for item in accepted:
+            c = item.candidate
+            if item.flagged or c.subject != "user" or c.cardinality != "one":
+                continue
+            key = c.attribute if mappings is None else mappings.get(c.attribute)
+            if key is not None:
+                patch[key] = c.value
+        return patch
 
     async def _touch_thread(
         self,
@@ -179,7 +236,7 @@ class LongTermStore:
         session_id: str | None,
         now: datetime,
     ) -> None:
-        insert = self._insert(threads).values(
+        insert = insert_for(self.dialect, threads).values(
             thread_id=thread_id,
             user_id=user_id,
             session_id=session_id,
@@ -199,76 +256,10 @@ class LongTermStore:
         if (await conn.execute(stmt)).first() is None:
             raise OwnershipError(f"thread {thread_id!r} belongs to another user")
 
-    async def _upsert_facts(
-        self,
-        conn: AsyncConnection,
-        user_id: str,
-        provenance: Provenance,
-        candidates: Sequence[FactCandidate],
-        now: datetime,
-    ) -> list[str]:
-        # Last word wins inside one turn: "I live in Rome. No, in Milan." keeps Milan.
-        unique: dict[tuple[str, str, str], FactCandidate] = {}
-        for c in candidates:
-            key = (c.subject, c.attribute, "" if c.cardinality == "one" else c.value_norm)
-            unique.pop(key, None)
-            unique[key] = c
-        if not unique:
-            return []
-        rows = [
-            {
-                "id": str(uuid.uuid4()),
-                "user_id": user_id,
-                "subject": c.subject,
-                "attribute": c.attribute,
-                "value": c.value,
-                "value_norm": c.value_norm,
-                "cardinality": c.cardinality,
-                "confidence": c.confidence,
-                "thread_id": provenance.thread_id,
-                "checkpoint_id": provenance.checkpoint_id,
-                "message_id": c.message_id,
-                "created_at": now,
-                "updated_at": now,
-                "valid_from": now,
-            }
-            for c in unique.values()
-        ]
-        insert: Insert = self._insert(facts).values(rows)
-        excluded = insert.excluded  # type: ignore[attr-defined]
-        stmt = insert.on_conflict_do_update(  # type: ignore[attr-defined]
-            index_elements=[facts.c.user_id, facts.c.subject, facts.c.attribute, facts.c.value_norm],
-            index_where=facts.c.superseded_by.is_(None),
-            set_={
-                "confidence": case(
-                    (excluded.confidence > facts.c.confidence, excluded.confidence),
-                    else_=facts.c.confidence,
-                ),
-                "updated_at": excluded.updated_at,
-            },
-        ).returning(facts.c.id, facts.c.subject, facts.c.attribute, facts.c.cardinality)
-        landed = (await conn.execute(stmt)).all()
-        singles = [row for row in landed if row.cardinality == "one"]
-        if singles:
-            # A new value of a single-valued attribute closes the old one, which stays as history.
-            await conn.execute(
-                update(facts)
-                .where(
-                    facts.c.user_id == user_id,
-                    facts.c.subject == bindparam("b_subject"),
-                    facts.c.attribute == bindparam("b_attribute"),
-                    facts.c.superseded_by.is_(None),
-                    facts.c.id != bindparam("b_keep_id"),
-                )
-                .values(superseded_by=bindparam("b_keep_id"), valid_to=now),
-                [{"b_subject": r.subject, "b_attribute": r.attribute, "b_keep_id": r.id} for r in singles],
-            )
-        return [row.id for row in landed]
-
     async def _patch_profile(
         self, conn: AsyncConnection, user_id: str, patch: dict[str, Any], now: datetime
     ) -> None:
-        insert = self._insert(profiles).values(
+        insert = insert_for(self.dialect, profiles).values(
             user_id=user_id, document=patch, version=1, created_at=now, updated_at=now
         )
         merged = self._merge_document(patch)
@@ -309,9 +300,7 @@ class LongTermStore:
             async with self._autocommit.connect() as conn:
                 row = (
                     await conn.execute(
-                        select(profiles.c.document, profiles.c.version).where(
-                            profiles.c.user_id == user_id
-                        )
+                        select(profiles.c.document, profiles.c.version).where(profiles.c.user_id == user_id)
                     )
                 ).first()
         if row is None:
@@ -330,51 +319,144 @@ class LongTermStore:
         stmt = select(*_FACT_COLUMNS).where(facts.c.user_id == user_id)
         if not include_history:
             stmt = stmt.where(facts.c.superseded_by.is_(None))
-        stmt = stmt.order_by(facts.c.valid_from.desc(), facts.c.id)
-        with translate_errors(TIER, self.masked_url):
-            async with self._autocommit.connect() as conn:
-                rows = (await conn.execute(stmt)).mappings().all()
-        return [Fact.model_validate(dict(row)) for row in rows]
+        return await self._facts(stmt.order_by(facts.c.valid_from.desc(), facts.c.id))
+
+    async def search_facts(self, user_id: str, query: str, *, k: int | None = None) -> list[Fact]:
+        """The user's current facts matching ``query`` (full text, plus semantic similarity when
+        embeddings are configured), best first, each with its ``score``.
+
+        Example:
+            >>> import asyncio
+            >>> from memory_tiers import FactCandidate, MemoryManager
+            >>> async def main():
+            ...     async with MemoryManager({"working": {"backend": "memory"},
+            ...             "long_term": {"url": "sqlite+aiosqlite:///:memory:"}}) as m:
+            ...         await m.long_term.add_facts("ann", [FactCandidate(attribute="likes", value="jazz"),
+            ...                                             FactCandidate(attribute="likes", value="tea")])
+            ...         return [f.value for f in await m.long_term.search_facts("ann", "Any jazz tonight?")]
+            >>> asyncio.run(main())
+            ['jazz']
+        """
+        query_embedding = await self._embed_query(query)
+        recall = self._recall.ranked(user_id, query, _now(), matching_only=query_embedding is None)
+        rows = [dict(row) for row in await self._rows(select(recall))]
+        ranked = rank(
+            rows,
+            k=k or self.config.recall.k,
+            query_embedding=query_embedding,
+            weight=self.config.recall.semantic.weight,
+            pinned_first=False,
+        )
+        return [Fact.model_validate(row) for row in ranked]
+
+    async def fact_history(self, user_id: str, attribute: str, *, subject: str = "user") -> list[Fact]:
+        """Every value ``subject.attribute`` has had, oldest first, with its validity window:
+        where Alice lives now is the row without ``valid_to``, where she lived before the others."""
+        stmt = (
+            select(*_FACT_COLUMNS)
+            .where(facts.c.user_id == user_id, facts.c.subject == subject, facts.c.attribute == attribute)
+            .order_by(facts.c.valid_from, facts.c.id)
+        )
+        return await self._facts(stmt)
+
+    async def fact_observations(self, user_id: str, fact_id: str) -> list[Observation]:
+        """Each time the fact was observed: thread, checkpoint, message and confidence."""
+        stmt = (
+            select(fact_observations)
+            .where(fact_observations.c.user_id == user_id, fact_observations.c.fact_id == fact_id)
+            .order_by(fact_observations.c.observed_at, fact_observations.c.observation_key)
+        )
+        return [Observation.model_validate(dict(row)) for row in await self._rows(stmt)]
 
     async def add_facts(
-        self, user_id: str, candidates: Sequence[FactCandidate], *, source: str = "api"
-    ) -> list[str]:
-        """Store facts outside a graph turn (provenance names ``source`` as the thread)."""
+        self,
+        user_id: str,
+        candidates: Sequence[FactCandidate],
+        *,
+        source: str = "api",
+        idempotency_key: str | None = None,
+        pinned: bool = False,
+    ) -> SaveOutcome:
+        """Store facts outside a graph turn, through the same guard and consolidation.
+
+        Args:
+            user_id: whose facts they are.
+            candidates: the facts.
+            source: recorded as the facts' provenance (in place of a thread id).
+            idempotency_key: repeat a call with the same key and nothing new is observed; without
+                one every call is a new observation (which corroborates known facts).
+            pinned: pinned facts are recalled on every turn, besides the top k.
+        """
+        validate_id(source, "source")
+        key = f"api:{source}:{idempotency_key or uuid.uuid4()}"
+        accepted, rejected = self.screen(candidates)
+        embeddings = await self._embed_facts(accepted)
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
-                return await self._upsert_facts(
-                    conn, user_id, Provenance(thread_id=source), candidates, _now()
+                ids = await consolidate(
+                    conn,
+                    self.dialect,
+                    user_id,
+                    Provenance(thread_id=source, key=key),
+                    accepted,
+                    _now(),
+                    embeddings=embeddings,
                 )
+                if pinned and ids:
+                    await conn.execute(update(facts).where(facts.c.id.in_(ids)).values(pinned=True))
+        return SaveOutcome(fact_ids=ids, rejected=rejected)
+
+    async def pin_fact(self, user_id: str, fact_id: str, pinned: bool = True) -> None:
+        """Pin a fact (recalled on every turn) or unpin it."""
+        await self._change_fact(user_id, fact_id, update(facts).values(pinned=pinned))
 
     async def forget_fact(self, user_id: str, fact_id: str) -> None:
-        """Delete one of the user's facts (and its history links to it)."""
+        """Delete one of the user's facts and its observations. Older values it superseded stay
+        in history; forget them one by one (see `fact_history`)."""
+
+        async def delete_observations(conn: AsyncConnection) -> None:
+            await conn.execute(
+                delete(fact_observations).where(
+                    fact_observations.c.user_id == user_id, fact_observations.c.fact_id == fact_id
+                )
+            )
+
+        await self._change_fact(user_id, fact_id, delete(facts), before=delete_observations)
+
+    async def _change_fact(self, user_id: str, fact_id: str, stmt: Any, before: Any = None) -> None:
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
-                result = await conn.execute(
-                    delete(facts).where(facts.c.user_id == user_id, facts.c.id == fact_id)
-                )
+                if before is not None:
+                    await before(conn)
+                result = await conn.execute(stmt.where(facts.c.user_id == user_id, facts.c.id == fact_id))
         if result.rowcount == 0:
             raise NotFoundError(f"user {user_id!r} has no fact {fact_id!r}")
+
+    async def _rows(self, stmt: Any) -> Sequence[Any]:
+        with translate_errors(TIER, self.masked_url):
+            async with self._autocommit.connect() as conn:
+                return (await conn.execute(stmt)).mappings().all()
+
+    async def _facts(self, stmt: Any) -> list[Fact]:
+        return [Fact.model_validate(dict(row)) for row in await self._rows(stmt)]
 
     async def thread_owner(self, thread_id: str) -> str | None:
         """The user a thread is registered to, or None."""
         with translate_errors(TIER, self.masked_url):
             async with self._autocommit.connect() as conn:
-                return await conn.scalar(
-                    select(threads.c.user_id).where(threads.c.thread_id == thread_id)
-                )
+                return await conn.scalar(select(threads.c.user_id).where(threads.c.thread_id == thread_id))
 
-    async def claim_thread(
-        self, user_id: str, thread_id: str, session_id: str | None = None
-    ) -> ThreadRecord:
+    async def claim_thread(self, user_id: str, thread_id: str, session_id: str | None = None) -> ThreadRecord:
         """Register a thread to ``user_id`` if it is new; refuse it if another user holds it."""
         now = _now()
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
                 await self._touch_thread(conn, user_id, thread_id, session_id, now)
                 row = (
-                    await conn.execute(select(threads).where(threads.c.thread_id == thread_id))
-                ).mappings().one()
+                    (await conn.execute(select(threads).where(threads.c.thread_id == thread_id)))
+                    .mappings()
+                    .one()
+                )
         return ThreadRecord.model_validate(dict(row))
 
     async def list_threads(self, user_id: str) -> list[ThreadRecord]:
@@ -419,11 +501,7 @@ class LongTermStore:
 
     async def list_archives(self, user_id: str) -> list[dict[str, Any]]:
         """The user's archived summaries, newest first."""
-        stmt = (
-            select(archives)
-            .where(archives.c.user_id == user_id)
-            .order_by(archives.c.created_at.desc())
-        )
+        stmt = select(archives).where(archives.c.user_id == user_id).order_by(archives.c.created_at.desc())
         with translate_errors(TIER, self.masked_url):
             async with self._autocommit.connect() as conn:
                 return [dict(row) for row in (await conn.execute(stmt)).mappings().all()]

@@ -19,6 +19,8 @@ class MemoryState(MessagesState, total=False):
         memory_version: the state schema version (``state.version`` in the config).
         memory_cursor: id of the last message whose facts were saved, so a turn's messages
             are extracted once.
+        memory_errors: what went wrong while learning from the last turn without failing it
+            (a failing extractor, a fact the memory guard refused), as ``{"source", "error"}``.
     """
 
     session: dict[str, Any]
@@ -26,3 +28,4 @@ class MemoryState(MessagesState, total=False):
     facts: list[dict[str, Any]]
     memory_version: int
     memory_cursor: str | None
+    memory_errors: list[dict[str, str]]

@@ -56,9 +56,7 @@ def upgrade() -> None:
         sqlite_where=sa.text("superseded_by IS NULL"),
         postgresql_where=sa.text("superseded_by IS NULL"),
     )
-    op.create_index(
-        "ix_mt_facts_recall", "mt_facts", ["user_id", "superseded_by", "confidence"]
-    )
+    op.create_index("ix_mt_facts_recall", "mt_facts", ["user_id", "superseded_by", "confidence"])
     op.create_table(
         "mt_threads",
         sa.Column("thread_id", sa.String(128), nullable=False),
@@ -70,9 +68,7 @@ def upgrade() -> None:
         sa.Column("last_active_at", Timestamp, nullable=False),
         sa.PrimaryKeyConstraint("thread_id", name="pk_mt_threads"),
     )
-    op.create_index(
-        "ix_mt_threads_user_active", "mt_threads", ["user_id", "last_active_at"]
-    )
+    op.create_index("ix_mt_threads_user_active", "mt_threads", ["user_id", "last_active_at"])
     op.create_table(
         "mt_archives",
         sa.Column("id", sa.String(36), nullable=False),
@@ -85,9 +81,7 @@ def upgrade() -> None:
         sa.Column("created_at", Timestamp, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_mt_archives"),
     )
-    op.create_index(
-        "ix_mt_archives_user_created", "mt_archives", ["user_id", "created_at"]
-    )
+    op.create_index("ix_mt_archives_user_created", "mt_archives", ["user_id", "created_at"])
 
 
 def downgrade() -> None:

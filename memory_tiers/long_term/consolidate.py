@@ -1,0 +1,196 @@
+"""Fact consolidation: a turn's candidate facts merged into the user's facts, inside the caller's
+transaction.
+
+- Exact duplicates merge through the partial unique index on current facts (INSERT ... ON
+  CONFLICT), never check-then-insert, so concurrent saves of one fact leave one row.
+- Every observation of a fact is a row keyed by where it was seen (thread, checkpoint, message).
+  Replaying a turn inserts no observation, so it changes nothing; a new observation corroborates
+  the fact and raises its confidence as 1 - (1 - old) * (1 - new), which never lowers it.
+- A new value of a single-valued attribute supersedes the current one, which keeps its
+  valid-from/valid-to window as history.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from memory_tiers.extractors.base import FactCandidate
+from memory_tiers.long_term.schema import fact_observations, facts
+
+# pg_advisory_xact_lock(class, key): the class keeps our locks apart from the application's.
+_LOCK_CLASS = 0x6D74  # "mt"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a turn's facts were observed.
+
+    ``key`` identifies the observation; by default the thread and checkpoint of the turn, so a
+    replayed turn is recognised. API writes pass their own (an idempotency key).
+    """
+
+    thread_id: str | None
+    checkpoint_id: str | None = None
+    key: str | None = None
+
+    def observation_key(self, message_id: str | None) -> str:
+        """The key of one candidate's observation in this turn."""
+        base = self.key or f"turn:{self.thread_id}:{self.checkpoint_id or '-'}"
+        return f"{base}:{message_id or '-'}"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A candidate cleared for storage; ``flagged`` ones are stored but never recalled."""
+
+    candidate: FactCandidate
+    flagged: bool = False
+
+
+def insert_for(dialect: str, target: Any) -> Any:
+    """The dialect's INSERT, which offers ON CONFLICT."""
+    return (postgresql if dialect == "postgresql" else sqlite).insert(target)
+
+
+def _latest_per_key(accepted: Sequence[Accepted]) -> list[Accepted]:
+    # Last word wins inside one turn: "I live in Rome. No, in Milan." keeps Milan.
+    unique: dict[tuple[str, str, str], Accepted] = {}
+    for item in accepted:
+        c = item.candidate
+        key = (c.subject, c.attribute, "" if c.cardinality == "one" else c.value_norm)
+        unique.pop(key, None)
+        unique[key] = item
+    return list(unique.values())
+
+
+async def consolidate(
+    conn: AsyncConnection,
+    dialect: str,
+    user_id: str,
+    provenance: Provenance,
+    accepted: Sequence[Accepted],
+    now: datetime,
+    *,
+    embeddings: Mapping[str, list[float]] | None = None,
+) -> list[str]:
+    """Merge ``accepted`` into the user's facts; returns the ids of the facts they landed in.
+
+    ``embeddings`` maps a candidate's value_norm to its vector, stored with new facts.
+    """
+    items = _latest_per_key(accepted)
+    if not items:
+        return []
+    if dialect == "postgresql" and any(item.candidate.cardinality == "one" for item in items):
+        # Two turns giving different values of one single-valued attribute at once would each
+        # miss the other's uncommitted row and both stay current: serialize the user's writers.
+        await conn.execute(select(func.pg_advisory_xact_lock(_LOCK_CLASS, func.hashtext(user_id))))
+    new_ids = {
+        (i.candidate.subject, i.candidate.attribute, i.candidate.value_norm): str(uuid.uuid4()) for i in items
+    }
+    rows = [
+        {
+            "id": new_ids[(c.subject, c.attribute, c.value_norm)],
+            "user_id": user_id,
+            "subject": c.subject,
+            "attribute": c.attribute,
+            "value": c.value,
+            "value_norm": c.value_norm,
+            "cardinality": c.cardinality,
+            "confidence": c.confidence,
+            "thread_id": provenance.thread_id,
+            "checkpoint_id": provenance.checkpoint_id,
+            "message_id": c.message_id,
+            "created_at": now,
+            "updated_at": now,
+            "valid_from": now,
+            "flagged": item.flagged,
+            "embedding": (embeddings or {}).get(c.value_norm),
+        }
+        for item in items
+        for c in [item.candidate]
+    ]
+    insert = insert_for(dialect, facts).values(rows)
+    stmt = insert.on_conflict_do_update(
+        index_elements=[facts.c.user_id, facts.c.subject, facts.c.attribute, facts.c.value_norm],
+        index_where=facts.c.superseded_by.is_(None),
+        set_={"updated_at": insert.excluded.updated_at},
+    ).returning(facts.c.id, facts.c.subject, facts.c.attribute, facts.c.value_norm, facts.c.cardinality)
+    landed = (await conn.execute(stmt)).all()
+    created = {
+        row.id for row in landed if new_ids.get((row.subject, row.attribute, row.value_norm)) == row.id
+    }
+    fact_of = {(row.subject, row.attribute, row.value_norm): row.id for row in landed}
+
+    await _observe(conn, dialect, user_id, provenance, items, fact_of, created, now)
+
+    singles = [row for row in landed if row.cardinality == "one" and row.id in created]
+    if singles:
+        # A new value of a single-valued attribute closes the old one, which stays as history.
+        await conn.execute(
+            update(facts)
+            .where(
+                facts.c.user_id == user_id,
+                facts.c.subject == bindparam("b_subject"),
+                facts.c.attribute == bindparam("b_attribute"),
+                facts.c.superseded_by.is_(None),
+                facts.c.id != bindparam("b_keep_id"),
+            )
+            .values(superseded_by=bindparam("b_keep_id"), valid_to=now),
+            [{"b_subject": r.subject, "b_attribute": r.attribute, "b_keep_id": r.id} for r in singles],
+        )
+    return [row.id for row in landed]
+
+
+async def _observe(
+    conn: AsyncConnection,
+    dialect: str,
+    user_id: str,
+    provenance: Provenance,
+    items: Sequence[Accepted],
+    fact_of: Mapping[tuple[str, str, str], str],
+    created: set[str],
+    now: datetime,
+) -> None:
+    """Record each observation once; a new observation of a known fact corroborates it."""
+    rows = [
+        {
+            "fact_id": fact_of[(c.subject, c.attribute, c.value_norm)],
+            "observation_key": provenance.observation_key(c.message_id),
+            "user_id": user_id,
+            "thread_id": provenance.thread_id,
+            "checkpoint_id": provenance.checkpoint_id,
+            "message_id": c.message_id,
+            "confidence": c.confidence,
+            "observed_at": now,
+        }
+        for item in items
+        for c in [item.candidate]
+    ]
+    insert = insert_for(dialect, fact_observations).values(rows)
+    observed = (
+        await conn.execute(
+            insert.on_conflict_do_nothing().returning(
+                fact_observations.c.fact_id, fact_observations.c.confidence
+            )
+        )
+    ).all()
+    corroborated = [row for row in observed if row.fact_id not in created]
+    if corroborated:
+        await conn.execute(
+            update(facts)
+            .where(facts.c.id == bindparam("b_fact_id"))
+            .values(
+                confidence=1.0 - (1.0 - facts.c.confidence) * (1.0 - bindparam("b_confidence")),
+                # The last observation dates the fact for recency.
+                updated_at=now,
+            ),
+            [{"b_fact_id": row.fact_id, "b_confidence": row.confidence} for row in corroborated],
+        )

@@ -20,8 +20,7 @@ class MissingDependencyError(ConfigError):
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
         super().__init__(
-            f"{feature} needs the '{module}' package: install it with "
-            f"pip install 'memory-tiers[{extra}]'"
+            f"{feature} needs the '{module}' package: install it with pip install 'memory-tiers[{extra}]'"
         )
         self.extra = extra
 

@@ -39,9 +39,7 @@ letters, digits or . _ - : @, starting with a letter or digit
     if not value:
         raise InvalidIdentifierError(f"{kind} is empty")
     if len(value) > MAX_ID_LENGTH:
-        raise InvalidIdentifierError(
-            f"{kind} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
-        )
+        raise InvalidIdentifierError(f"{kind} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
     if not _ID_PATTERN.fullmatch(value):
         raise InvalidIdentifierError(
             f"{kind} {value!r} is invalid: use 1-{MAX_ID_LENGTH} letters, digits or . _ - : @, "

@@ -18,9 +18,7 @@ class SessionsAPI:
     def __init__(self, manager: MemoryManager) -> None:
         self._manager = manager
 
-    async def start(
-        self, user_id: str, session_id: str, data: dict[str, Any] | None = None
-    ) -> SessionRecord:
+    async def start(self, user_id: str, session_id: str, data: dict[str, Any] | None = None) -> SessionRecord:
         """Create a session (or take over an expired id).
 
         Raises:

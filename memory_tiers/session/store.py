@@ -91,9 +91,7 @@ class SessionStore:
                 socket_timeout=config.socket_timeout.total_seconds(),
                 health_check_interval=30,
             )
-        store = cls(
-            client, ttl=config.ttl, sliding=config.sliding, key_prefix=config.key_prefix, url=url
-        )
+        store = cls(client, ttl=config.ttl, sliding=config.sliding, key_prefix=config.key_prefix, url=url)
         try:
             with translate_errors(TIER, store.masked_url):
                 await client.ping()
@@ -180,9 +178,7 @@ class SessionStore:
             raise NotFoundError(f"session {session_id!r} of user {user_id!r} does not exist")
         return record
 
-    async def update(
-        self, user_id: str, session_id: str, values: dict[str, Any]
-    ) -> SessionRecord:
+    async def update(self, user_id: str, session_id: str, values: dict[str, Any]) -> SessionRecord:
         """Merge ``values`` into an existing session's context and write it back."""
         record = await self.get(user_id, session_id)
         data = {**record.data, **values}

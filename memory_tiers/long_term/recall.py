@@ -4,7 +4,7 @@ A fact's score is a weighted sum of three scores in [0, 1]:
 
 - relevance: full-text match of the fact (subject, attribute, value) with this turn's message;
   PostgreSQL ``ts_rank_cd`` over a GIN-indexed tsvector, SQLite FTS5 ``bm25``, both mapped to
-  [0, 1) as r / (r + 1);
+  [0, 1) so that one matched word scores about 0.5;
 - recency: 1 / (1 + age / half_life), where age is the time since the fact was last observed;
 - confidence: the fact's consolidated confidence.
 
@@ -45,6 +45,10 @@ from sqlalchemy import (
 from memory_tiers.config import RecallConfig
 from memory_tiers.long_term.schema import facts
 
+# Raw full-text scores map to [0, 1) as s / (s + half): a fact matching one word of the message
+# scores about 0.5 on either backend (ts_rank_cd gives ~0.1 per matched word, bm25 ~2 to 4).
+PG_RANK_HALF = 0.1
+SQLITE_BM25_HALF = 2.0
 _TERM = re.compile(r"[^\W_]{2,64}")
 MAX_TERMS = 32
 _FTS = table("mt_facts_fts", column("rowid"))
@@ -161,11 +165,10 @@ class RecallQuery:
         if self.dialect == "postgresql":
             vector = literal_column("mt_facts.search_vector")
             query = func.to_tsquery(literal_column("'simple'::regconfig"), self._tsquery(terms))
-            # Normalization 32 maps the rank to rank / (rank + 1).
-            return case((self._pg_match(terms), func.ts_rank_cd(vector, query, 32)), else_=0.0)
-        bm25 = literal_column("matches.bm25", Float)
-        strength = func.max(-bm25, 0.0)
-        return func.coalesce(strength / (strength + 1.0), 0.0)
+            strength = func.ts_rank_cd(vector, query)
+            return case((self._pg_match(terms), strength / (strength + PG_RANK_HALF)), else_=0.0)
+        strength = func.max(-literal_column("matches.bm25", Float), 0.0)
+        return func.coalesce(strength / (strength + SQLITE_BM25_HALF), 0.0)
 
     def _recency(self, now: datetime) -> ColumnElement[float]:
         half_life = self.config.recency_half_life.total_seconds()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from memory_tiers import ConfigError, MemoryManager, MissingDependencyError
-from memory_tiers.config import load_config, load_yaml
+from memory_tiers.config import MemoryTiersConfig, load_config, load_yaml
 
 
 def write(tmp_path, text):
@@ -137,3 +138,28 @@ def test_defaults_are_the_embedded_backends():
     assert config.working.backend == "sqlite"
     assert config.session.url.get_secret_value() == "memory://"
     assert config.long_term.url is None and str(config.data_dir) == ".memory_tiers"
+
+
+def _keys(model: type, prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            keys += _keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def test_every_config_key_is_in_the_reference():
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    sections = {name: field.annotation for name, field in MemoryTiersConfig.model_fields.items()}
+    missing = []
+    for section, model in sections.items():
+        keys = _keys(model) if hasattr(model, "model_fields") else [section]
+        for key in keys:
+            leaf = key.rsplit(".", 1)[-1]
+            # A key is documented as `key`, or as `.leaf` in a row grouping siblings.
+            if f"`{key}`" not in reference and f"`.{leaf}`" not in reference and f"`{leaf}`" not in reference:
+                missing.append(f"{section}.{key}" if key != section else key)
+    assert missing == []

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 _INSTRUCTION_PATTERNS = (
-    r"\b(?:ignore|disregard|forget|override)\b.{0,40}\b(?:instructions?|prompts?|rules?|guidelines?)\b",
+    r"\b(?:ignor|disregard|forget|overrid|bypass)\w*\b.{0,40}\b(?:instructions?|prompts?|rules?|guidelines?)\b",
     r"\b(?:system|developer)\s+(?:prompt|message|instructions?)\b",
     r"\byou\s+(?:are|will)\s+now\b",
     r"\bfrom\s+now\s+on\b.{0,40}\b(?:you|always|never|assistant)\b",
-    r"\b(?:always|never)\s+(?:respond|reply|answer|say|tell|mention|reveal|obey)\b",
+    r"\b(?:always|never)\s+(?:obey|comply|reveal)\b",
     r"\b(?:reveal|print|leak|send|exfiltrate)\b.{0,30}\b(?:prompt|password|secret|api\s*key|token)s?\b",
     r"\bnew\s+instructions?\b",
     r"\bact\s+as\s+(?:an?\s+)?(?:admin|administrator|root|developer|system|jailbroken)\b",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,6 +36,7 @@ class Turn:
     ids: TurnIds
     provenance: Provenance
     messages: Sequence[AnyMessage]
+    known_facts: Sequence[Mapping[str, Any]] = ()
 
     def merged_into(self, newer: Turn) -> Turn:
         """This pending turn folded into a newer one of the same thread."""
@@ -52,25 +53,27 @@ class Learner:
     """Runs the configured extractors and stores their facts, inline or deferred.
 
     Args:
-        extractors: the extractors, run in order on every turn.
+        extractors: the extractors, run in order on every turn (the list is shared, not copied).
         config: ``long_term.extraction``.
         store: returns the open long-term store (the manager's property).
     """
 
     def __init__(
         self,
-        extractors: Sequence[FactExtractor],
+        extractors: list[FactExtractor],
         config: ExtractionConfig,
         store: Callable[[], LongTermStore],
     ) -> None:
-        self.extractors = list(extractors)
+        self.extractors = extractors
         self.config = config
         self._store = store
         self.deferred = DeferredLearning(config.debounce.total_seconds(), self._learn_later)
 
     async def extract(self, turn: Turn) -> tuple[list[FactCandidate], list[Problem]]:
         """Every extractor's facts; a failing extractor is reported (or raised, if configured)."""
-        context = ExtractionContext(turn.ids.user_id, turn.ids.thread_id, turn.ids.session_id)
+        context = ExtractionContext(
+            turn.ids.user_id, turn.ids.thread_id, turn.ids.session_id, turn.known_facts
+        )
         candidates: list[FactCandidate] = []
         errors: list[Problem] = []
         for extractor in self.extractors:

@@ -133,7 +133,8 @@ class MemoryNodes:
         # LangGraph maps each namespace to the checkpoint this step started from; ours is last.
         checkpoint_map = (config.get("configurable") or {}).get("checkpoint_map") or {}
         checkpoint_id = next(reversed(checkpoint_map.values()), None)
-        turn = Turn(ids, Provenance(thread_id=thread_id, checkpoint_id=checkpoint_id), new)
+        provenance = Provenance(thread_id=thread_id, checkpoint_id=checkpoint_id)
+        turn = Turn(ids, provenance, new, known_facts=state.get("facts") or ())
         problems = await self._manager.learner.learn(turn)
         update: Update = {"memory_errors": problems}
         if new:

@@ -1,4 +1,4 @@
-"""Fact extractors: the contract, the built-in `rules` extractor and the registry."""
+"""Fact extractors: the contract, the built-in `rules` and `llm` extractors and the registry."""
 
 from memory_tiers.extractors.base import (
     BaseExtractor,
@@ -7,8 +7,9 @@ from memory_tiers.extractors.base import (
     FactExtractor,
     run_extractor,
 )
+from memory_tiers.extractors.llm import LLMExtractor, LLMOptions
 from memory_tiers.extractors.registry import BUILTIN_EXTRACTORS, build_extractors
-from memory_tiers.extractors.rules import RulesExtractor
+from memory_tiers.extractors.rules import RulesExtractor, RulesOptions
 
 __all__ = [
     "BUILTIN_EXTRACTORS",
@@ -16,7 +17,10 @@ __all__ = [
     "ExtractionContext",
     "FactCandidate",
     "FactExtractor",
+    "LLMExtractor",
+    "LLMOptions",
     "RulesExtractor",
+    "RulesOptions",
     "build_extractors",
     "run_extractor",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -45,11 +45,16 @@ class FactCandidate(BaseModel):
 
 @dataclass(frozen=True)
 class ExtractionContext:
-    """Who and where a turn happened: extractors may use it, never need to."""
+    """Who and where a turn happened: extractors may use it, never need to.
+
+    ``existing_facts`` are the facts recalled for this turn (``state["facts"]``, dicts with
+    ``subject``, ``attribute`` and ``value``), so an extractor can tell what is already known.
+    """
 
     user_id: str
     thread_id: str | None
     session_id: str | None
+    existing_facts: Sequence[Mapping[str, Any]] = ()
 
 
 @runtime_checkable

@@ -8,11 +8,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from memory_tiers.config import ExtractorSpec
-from memory_tiers.errors import ConfigError
+from memory_tiers.errors import ConfigError, MissingDependencyError
 from memory_tiers.extractors.base import FactExtractor
+from memory_tiers.extractors.llm import LLMExtractor
 from memory_tiers.extractors.rules import RulesExtractor
 
-BUILTIN_EXTRACTORS: dict[str, type] = {"rules": RulesExtractor}
+BUILTIN_EXTRACTORS: dict[str, type] = {"rules": RulesExtractor, "llm": LLMExtractor}
 
 
 def import_object(path: str, what: str) -> Any:
@@ -31,7 +32,11 @@ def import_object(path: str, what: str) -> Any:
 
 
 def build_extractor(spec: ExtractorSpec, key_path: str) -> FactExtractor:
-    """Instantiate one extractor, validating its options with its own ``options_model``."""
+    """Instantiate one extractor, validating its options with its own ``options_model``.
+
+    An extractor's constructor may raise `ConfigError` with a message that starts with a key
+    relative to the extractor (``"options.model: ..."``); it is reported under ``key_path``.
+    """
     if spec.use in BUILTIN_EXTRACTORS:
         factory = BUILTIN_EXTRACTORS[spec.use]
     elif ":" in spec.use:
@@ -50,10 +55,14 @@ def build_extractor(spec: ExtractorSpec, key_path: str) -> FactExtractor:
         else:
             extractor = factory()
     except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{key_path}.options: {details}") from None
+    except ConfigError as exc:
+        message = str(exc)
+        if isinstance(exc, MissingDependencyError) or message.startswith(key_path):
+            raise
+        prefix = f"{key_path}." if message.startswith("options") else f"{key_path}: "
+        raise ConfigError(prefix + message) from exc.__cause__
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{key_path}: cannot create {spec.use}: {exc}") from None
     if not isinstance(extractor, FactExtractor):

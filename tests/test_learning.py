@@ -232,3 +232,17 @@ async def test_flush_runs_pending_learning_without_closing(tmp_path):
         await manager.flush()
         assert [f.value for f in await manager.long_term.list_facts(alice)] == ["Bergen"]
         assert manager.learner.deferred.pending == 0
+
+
+async def test_subjects_and_values_are_compared_normalized(tmp_path):
+    alice = unique("alice")
+    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
+        await manager.long_term.add_facts(
+            alice, [FactCandidate(subject="My Sister", attribute="likes", value="Jazz")]
+        )
+        await manager.long_term.add_facts(
+            alice, [FactCandidate(subject="my  sister", attribute="likes", value="jazz ")]
+        )
+        facts = await manager.long_term.list_facts(alice)
+
+    assert [(f.subject, f.value) for f in facts] == [("my sister", "Jazz")]

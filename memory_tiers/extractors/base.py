@@ -37,6 +37,12 @@ class FactCandidate(BaseModel):
             raise ValueError("must not be blank")
         return value
 
+    @field_validator("subject")
+    @classmethod
+    def _normalize_subject(cls, value: str) -> str:
+        # The subject is part of a fact's key: "User" and "user" are the same person.
+        return value.casefold()
+
     @property
     def value_norm(self) -> str:
         """The value as compared for duplicates: case-folded, whitespace collapsed."""

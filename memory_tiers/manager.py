@@ -6,6 +6,8 @@ The manager holds no tier logic: the checkpointer is LangGraph's, sessions live 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -30,6 +32,7 @@ from memory_tiers.long_term.store import LongTermStore
 from memory_tiers.nodes import MemoryNodes
 from memory_tiers.session.store import SessionStore
 from memory_tiers.sessions import SessionsAPI
+from memory_tiers.store import SqlStore
 from memory_tiers.working.checkpointer import open_checkpointer, setup_checkpointer
 from memory_tiers.working.guard import OwnershipGuardedSaver, guard_checkpointer
 
@@ -88,6 +91,7 @@ class MemoryManager:
         self._checkpointer: OwnershipGuardedSaver | None = None
         self._session_store: SessionStore | None = None
         self._long_term_store: LongTermStore | None = None
+        self._store: SqlStore | None = None
         self._portal: BlockingPortal | None = None
         self._portal_cm: Any = None
 
@@ -134,6 +138,13 @@ class MemoryManager:
                 LongTermStore.open(cfg.long_term, cfg.data_dir, embeddings=self.embeddings)
             )
         await self._check_long_term_schema(upgrade=auto)
+        self._store = SqlStore(
+            self._long_term_store.engine, cfg.long_term.store, ids=cfg.ids, bridge=self.bridge
+        )
+        sweeper = asyncio.get_running_loop().create_task(
+            self._store.run_sweeper(), name="memory-tiers-ttl-sweeper"
+        )
+        stack.push_async_callback(_cancel, sweeper)
         if self._given_redis is not None:
             self._session_store = SessionStore(
                 self._given_redis,
@@ -182,7 +193,7 @@ class MemoryManager:
             await self.flush()
         stack, self._stack = self._stack, None
         self.bridge.unbind()
-        self._checkpointer = self._session_store = self._long_term_store = None
+        self._checkpointer = self._session_store = self._long_term_store = self._store = None
         if stack is not None:
             await stack.aclose()
 
@@ -249,3 +260,17 @@ class MemoryManager:
         return self._opened(self._long_term_store, "long_term")
 
     long_term_store = long_term
+
+    @property
+    def store(self) -> SqlStore:
+        """The long-term database as a LangGraph ``BaseStore``: pass it to
+        ``builder.compile(store=...)``. Items are scoped to the run's user (or use
+        ``manager.store.for_user(user_id)`` outside a run); expired items are swept while the
+        manager is open."""
+        return self._opened(self._store, "store")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

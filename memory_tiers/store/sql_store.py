@@ -1,0 +1,405 @@
+"""`SqlStore`: LangGraph's `BaseStore` over the long-term SQL database, scoped to one user.
+
+Every row carries the user it belongs to, and every statement is filtered by that user: which
+user is decided per call (a fixed user from `SqlStore.for_user`, else the user of the LangGraph
+run making the call), never by anything inside the namespace. Namespaces are stored without
+the user, so a graph written for `InMemoryStore` works unchanged.
+
+A batch costs few round trips whatever its size: one SELECT for all its gets, one statement
+per search and per namespace listing, then (if anything changes) one transaction with a TTL
+refresh, the deletes and the upserts, each sent as one executemany. Reads see the store as it
+was before the batch's writes, as in LangGraph's own stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_config
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    ListNamespacesOp,
+    MatchCondition,
+    Op,
+    PutOp,
+    Result,
+    SearchOp,
+)
+from sqlalchemy import ColumnElement, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
+
+from memory_tiers.bridge import LoopBridge
+from memory_tiers.config import IdKeysConfig, StoreConfig, mask_url
+from memory_tiers.context import read_id, resolve_ids
+from memory_tiers.errors import BackendError, ConfigError, UsageError
+from memory_tiers.ids import validate_id
+from memory_tiers.long_term.schema import store_items as items
+from memory_tiers.store import items as checks
+from memory_tiers.store import namespaces
+from memory_tiers.store.errors import StoreArgumentError, raising_our_namespace_error
+from memory_tiers.store.filters import compile_filter
+from memory_tiers.translate import translate_errors
+
+logger = logging.getLogger(__name__)
+
+TIER = "long_term"
+_GET_CHUNK = 500  # (namespace, key) pairs per SELECT: two bind parameters each
+_COLUMNS = (
+    items.c.namespace,
+    items.c.key,
+    items.c.value,
+    items.c.created_at,
+    items.c.updated_at,
+    items.c.ttl_minutes,
+)
+Pair = tuple[str, str]  # (namespace text, key)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Batch:
+    """A batch, validated and compiled before any I/O (so a bad op leaves nothing half done)."""
+
+    size: int
+    gets: list[tuple[int, Pair, bool]] = field(default_factory=list)
+    searches: list[tuple[int, tuple[str, ...], list[ColumnElement[bool]], int, int, bool]] = field(
+        default_factory=list
+    )
+    listings: list[tuple[int, list[MatchCondition], int | None, int, int]] = field(default_factory=list)
+    # The last write per item wins; None deletes. (value, ttl minutes) otherwise.
+    writes: dict[Pair, tuple[dict[str, Any], float | None] | None] = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+    refresh: dict[Pair, float] = field(default_factory=dict)  # rows read -> the TTL they had
+
+
+class SqlStore(BaseStore):
+    """LangGraph's `BaseStore` on the long-term database, with TTLs and tenant scoping.
+
+    Pass it to ``builder.compile(store=...)``; nodes reach it as ``runtime.store`` or
+    ``get_store()``. Inside a run the store serves the run's user (``user_id`` in
+    ``config["configurable"]`` or the runtime context); elsewhere use ``store.for_user(...)``.
+
+    Args:
+        engine: an `AsyncEngine` on SQLite (aiosqlite) or PostgreSQL (asyncpg) whose schema is
+            current (``memory_tiers.long_term.migrate.upgrade``).
+        config: TTL settings (``long_term.store`` in the configuration).
+        ids: where runs carry their ids (``ids`` in the configuration).
+        bridge: the loop bridge that serves synchronous calls (``graph.invoke``); without it
+            only the async methods work.
+        user_id: serve only this user (see `for_user`).
+        index: must be None: semantic (vector) search is not supported.
+
+    Raises:
+        ConfigError: an index config was given, or the engine is neither SQLite nor PostgreSQL.
+    """
+
+    supports_ttl: bool = True
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        config: StoreConfig,
+        *,
+        ids: IdKeysConfig,
+        bridge: LoopBridge | None = None,
+        user_id: str | None = None,
+        index: Any = None,
+    ) -> None:
+        if index is not None:
+            raise ConfigError(
+                "SqlStore does not support semantic search: leave `index` unset (search filters "
+                "by namespace and value; a `query` argument is ignored)"
+            )
+        self.dialect = engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"the store needs SQLite or PostgreSQL, not {self.dialect!r}")
+        self.engine = engine
+        self.config = config
+        self.ids = ids
+        self.bridge = bridge
+        self.user_id = None if user_id is None else validate_id("user_id", user_id)
+        self.ttl_config = checks.ttl_config(config)
+        self.index_config = None
+        # The store's notion of "now" for timestamps and expiry; tests may replace it.
+        self.clock: Callable[[], datetime] = _utc_now
+        self._masked_url = mask_url(engine.url.render_as_string(hide_password=False))
+        # Reads skip BEGIN/ROLLBACK round trips; writes get a transaction of their own.
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def _now(self) -> datetime:
+        # In UTC, always: SQLite keeps the wall time without the offset, and compares text.
+        return checks.utc(self.clock())
+
+    def __repr__(self) -> str:
+        scope = self.user_id or "<the run's user>"
+        return f"SqlStore({self._masked_url}, user={scope})"
+
+    def for_user(self, user_id: str) -> SqlStore:
+        """A store sharing this one's engine that serves only ``user_id``, in or outside a run.
+
+        Raises:
+            InvalidIdentifierError: ``user_id`` is missing or malformed.
+        """
+        scoped = copy.copy(self)
+        scoped.user_id = validate_id("user_id", user_id)
+        return scoped
+
+    # -- scope ----------------------------------------------------------------------------
+
+    def _scope(self) -> str:
+        """The user this call serves: the fixed one, else the current LangGraph run's."""
+        if self.user_id is not None:
+            return self.user_id
+        try:
+            config: RunnableConfig = get_config()
+        except RuntimeError:
+            raise UsageError(
+                "the store is scoped to a user: call it from a graph run whose config names the user "
+                f"(config['configurable']['{self.ids.user}']), or use store.for_user(user_id)"
+            ) from None
+        if read_id(config, self.ids.user) is None:
+            raise UsageError(
+                f"this run has no '{self.ids.user}' in config['configurable'] or its context, and "
+                "the store keeps every item under a user: pass it, or use store.for_user(user_id)"
+            )
+        return resolve_ids(config, self.ids).user_id
+
+    # -- the BaseStore contract -----------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ``ops`` from synchronous code on the manager's loop; results in op order.
+
+        Raises:
+            UsageError: no bridge, the manager is closed, or called on the manager's own loop.
+        """
+        ops = list(ops)
+        user_id = self._scope()
+        plan = self._plan(ops)
+        if self.bridge is None:
+            raise UsageError(
+                "this SqlStore has no loop bridge, so only its async methods work: use "
+                "manager.store, or `await store.abatch(...)` / `graph.ainvoke(...)`"
+            )
+        return self.bridge.run(self._execute(user_id, plan))
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ``ops`` for the scoped user; results in op order."""
+        ops = list(ops)
+        user_id = self._scope()
+        return await self._execute(user_id, self._plan(ops))
+
+    # -- TTL sweeping ---------------------------------------------------------------------
+
+    async def sweep_expired(self) -> int:
+        """Delete every user's expired items; return how many were deleted."""
+        stmt = delete(items).where(items.c.expires_at.is_not(None), items.c.expires_at <= self._now())
+        with translate_errors(TIER, self._masked_url):
+            async with self.engine.begin() as conn:
+                result = await conn.execute(stmt)
+        return int(result.rowcount or 0)
+
+    async def run_sweeper(self) -> None:
+        """Every ``sweep_interval``, delete expired items, until cancelled.
+
+        It waits an interval before the first sweep (as LangGraph's sweeper does): expired
+        items are invisible anyway, and the application gets the database to itself while it
+        starts. A failed sweep is logged and retried at the next interval. It returns at once
+        when ``sweep_interval`` is null, or when the engine has a single shared connection
+        (SQLite ``:memory:``), where a background transaction would interleave with the
+        application's on that one connection.
+        """
+        interval = self.config.sweep_interval
+        if interval is None or isinstance(self.engine.pool, StaticPool | SingletonThreadPool):
+            return
+        while True:
+            await asyncio.sleep(interval.total_seconds())
+            try:
+                deleted = await self.sweep_expired()
+                if deleted:
+                    logger.debug("store sweeper deleted %d expired items", deleted)
+            except BackendError:
+                logger.warning("store TTL sweep failed; retrying in %s", interval, exc_info=True)
+
+    # -- planning -------------------------------------------------------------------------
+
+    def _plan(self, ops: list[Op]) -> _Batch:
+        plan = _Batch(size=len(ops), results=[None] * len(ops))
+        for index, op in enumerate(ops):
+            if isinstance(op, GetOp):
+                pair = (
+                    namespaces.to_text(namespaces.validate_namespace(op.namespace)),
+                    checks.check_key(op.key),
+                )
+                plan.gets.append((index, pair, bool(op.refresh_ttl)))
+            elif isinstance(op, SearchOp):
+                prefix = namespaces.validate_namespace(op.namespace_prefix)
+                limit, offset = checks.check_page(op.limit, op.offset)
+                terms = compile_filter(op.filter, items.c.value, self.dialect)
+                # A query asks for semantic ranking, which needs an index: like LangGraph's SQL
+                # stores without one, it is ignored and the filters alone decide.
+                plan.searches.append((index, prefix, terms, limit, offset, bool(op.refresh_ttl)))
+            elif isinstance(op, ListNamespacesOp):
+                conditions = namespaces.validate_match_conditions(op.match_conditions)
+                limit, offset = checks.check_page(op.limit, op.offset)
+                plan.listings.append((index, conditions, checks.check_max_depth(op.max_depth), limit, offset))
+            elif isinstance(op, PutOp):
+                deleting = op.value is None
+                namespace = namespaces.validate_namespace(op.namespace, for_put=not deleting)
+                pair = (namespaces.to_text(namespace), checks.check_key(op.key))
+                plan.writes.pop(pair, None)  # keep the dict in the order of the last writes
+                plan.writes[pair] = (
+                    None if deleting else (checks.check_value(op.value), checks.check_ttl(op.ttl))
+                )
+            else:
+                raise StoreArgumentError(f"unknown store operation: {type(op).__name__}")
+        return plan
+
+    # -- execution ------------------------------------------------------------------------
+
+    async def _execute(self, user_id: str, plan: _Batch) -> list[Result]:
+        if not plan.size:
+            return plan.results
+        now = self._now()
+        live = [items.c.user_id == user_id, or_(items.c.expires_at.is_(None), items.c.expires_at > now)]
+        with translate_errors(TIER, self._masked_url):
+            if plan.gets or plan.searches or plan.listings:
+                async with self._reader.connect() as conn:
+                    await self._read_gets(conn, live, plan)
+                    await self._read_searches(conn, live, plan)
+                    await self._read_listings(conn, live, plan)
+            for pair in plan.writes:
+                plan.refresh.pop(pair, None)  # its write sets a new expiry anyway
+            if plan.writes or plan.refresh:
+                async with self.engine.begin() as conn:
+                    await self._write(conn, user_id, now, plan)
+        return plan.results
+
+    async def _read_gets(self, conn: AsyncConnection, live: list[ColumnElement[bool]], plan: _Batch) -> None:
+        pairs = list(dict.fromkeys(pair for _, pair, _ in plan.gets))
+        rows: dict[Pair, Any] = {}
+        for start in range(0, len(pairs), _GET_CHUNK):
+            chunk = pairs[start : start + _GET_CHUNK]
+            stmt = select(*_COLUMNS).where(*live, tuple_(items.c.namespace, items.c.key).in_(chunk))
+            rows.update(((row.namespace, row.key), row) for row in await conn.execute(stmt))
+        for index, pair, refresh_ttl in plan.gets:
+            found = rows.get(pair)
+            if found is not None:
+                plan.results[index] = checks.to_item(found)
+                if refresh_ttl and found.ttl_minutes is not None:
+                    plan.refresh[pair] = found.ttl_minutes
+
+    async def _read_searches(
+        self, conn: AsyncConnection, live: list[ColumnElement[bool]], plan: _Batch
+    ) -> None:
+        namespace, key = items.c.namespace, items.c.key
+        if self.dialect == "postgresql":  # ties break bytewise on both dialects
+            namespace, key = namespace.collate("C"), key.collate("C")  # type: ignore[assignment]
+        for index, prefix, terms, limit, offset, refresh_ttl in plan.searches:
+            scope = [namespaces.under_prefix(items.c.namespace, prefix, self.dialect)] if prefix else []
+            # Most recently updated first, as LangGraph's PostgreSQL and SQLite stores order.
+            stmt = (
+                select(*_COLUMNS)
+                .where(*live, *scope, *terms)
+                .order_by(items.c.updated_at.desc(), namespace, key)
+                .limit(limit)
+                .offset(offset)
+            )
+            rows = (await conn.execute(stmt)).all()
+            plan.results[index] = [checks.to_search_item(row) for row in rows]
+            if refresh_ttl:
+                plan.refresh.update(
+                    ((row.namespace, row.key), row.ttl_minutes) for row in rows if row.ttl_minutes is not None
+                )
+
+    async def _read_listings(
+        self, conn: AsyncConnection, live: list[ColumnElement[bool]], plan: _Batch
+    ) -> None:
+        column = items.c.namespace
+        for index, conditions, max_depth, limit, offset in plan.listings:
+            if self.dialect == "postgresql":
+                stmt = namespaces.pg_listing(column, live, conditions, max_depth, limit, offset)
+                plan.results[index] = [tuple(labels) for labels in (await conn.execute(stmt)).scalars()]
+            else:
+                stored = (
+                    await conn.execute(namespaces.sqlite_candidates(column, live, conditions))
+                ).scalars()
+                plan.results[index] = namespaces.select_namespaces(
+                    stored, conditions, max_depth, limit, offset
+                )
+
+    async def _write(self, conn: AsyncConnection, user_id: str, now: datetime, plan: _Batch) -> None:
+        where_item = (
+            items.c.user_id == bindparam("b_user"),
+            items.c.namespace == bindparam("b_namespace"),
+            items.c.key == bindparam("b_key"),
+        )
+        if plan.refresh:
+            # Only if the TTL is still the one read: a concurrent put with a new TTL wins.
+            refresh = (
+                update(items)
+                .where(*where_item, items.c.ttl_minutes == bindparam("b_ttl"))
+                .values(expires_at=bindparam("b_expires"))
+            )
+            await conn.execute(
+                refresh,
+                [
+                    {"b_user": user_id, "b_namespace": ns, "b_key": key, "b_ttl": ttl, "b_expires": expires}
+                    for (ns, key), ttl in plan.refresh.items()
+                    for expires in (checks.expiry(now, ttl),)
+                ],
+            )
+        deletes = [pair for pair, write in plan.writes.items() if write is None]
+        if deletes:
+            await conn.execute(
+                delete(items).where(*where_item),
+                [{"b_user": user_id, "b_namespace": ns, "b_key": key} for ns, key in deletes],
+            )
+        upserts = [
+            {
+                "user_id": user_id,
+                "namespace": ns,
+                "key": key,
+                "value": value,
+                "created_at": now,
+                "updated_at": now,
+                "expires_at": checks.expiry(now, ttl),
+                "ttl_minutes": ttl,
+            }
+            for (ns, key), write in plan.writes.items()
+            if write is not None
+            for value, ttl in (write,)
+        ]
+        if upserts:
+            insert = postgresql.insert(items) if self.dialect == "postgresql" else sqlite.insert(items)
+            upsert = insert.on_conflict_do_update(
+                index_elements=[items.c.user_id, items.c.namespace, items.c.key],
+                # created_at stays: an update keeps the item's creation time, as LangGraph's
+                # PostgreSQL store does.
+                set_={
+                    "value": insert.excluded.value,
+                    "updated_at": insert.excluded.updated_at,
+                    "expires_at": insert.excluded.expires_at,
+                    "ttl_minutes": insert.excluded.ttl_minutes,
+                },
+            )
+            await conn.execute(upsert, upserts)
+
+
+# LangGraph's public methods check namespaces before calling abatch and raise its own error;
+# re-raise it as ours, which is both that error and an InvalidIdentifierError.
+for _name in ("get", "search", "put", "delete", "list_namespaces"):
+    for _method in (_name, f"a{_name}"):
+        setattr(SqlStore, _method, raising_our_namespace_error(getattr(BaseStore, _method)))

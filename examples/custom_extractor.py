@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage
-from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
 from memory_tiers import FactCandidate, MemoryManager, MemoryState
@@ -70,18 +69,6 @@ def agent(state: MemoryState) -> dict:
     return {"messages": [AIMessage("I'll look into your tickets.")]}
 
 
-def build_graph(manager: MemoryManager) -> StateGraph:
-    builder = StateGraph(MemoryState)
-    builder.add_node("load_memory", manager.nodes.load)
-    builder.add_node("agent", agent)
-    builder.add_node("save_memory", manager.nodes.save)
-    builder.add_edge(START, "load_memory")
-    builder.add_edge("load_memory", "agent")
-    builder.add_edge("agent", "save_memory")
-    builder.add_edge("save_memory", END)
-    return builder
-
-
 async def main() -> None:
     # 1. The conformance kit: valid output, idempotence, hostile input (raises AssertionError).
     await check_extractor(
@@ -96,7 +83,7 @@ async def main() -> None:
         extractors = ["rules", {"use": "__main__:TicketExtractor", "options": {"projects": ["SUP", "OPS"]}}]
         manager = MemoryManager({"data_dir": data_dir, "long_term": {"extractors": extractors}})
         async with manager:
-            graph = build_graph(manager).compile(checkpointer=manager.checkpointer)
+            graph = manager.nodes.around(agent).compile(checkpointer=manager.checkpointer)
             config = {"configurable": {"thread_id": "t1", "user_id": "alice"}}
             message = "Hi, I'm Alice. My ticket SUP-1234 is still open, and OPS-77 too."
             out = await graph.ainvoke({"messages": [("user", message)]}, config)

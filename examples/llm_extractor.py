@@ -16,7 +16,6 @@ import os
 import tempfile
 
 from langchain_core.messages import AIMessage
-from langgraph.graph import END, START, StateGraph
 
 from memory_tiers import MemoryManager, MemoryState
 from memory_tiers.testing import FakeStructuredChatModel
@@ -55,24 +54,12 @@ def agent(state: MemoryState) -> dict:
     return {"messages": [AIMessage("Nice to meet you both!")]}
 
 
-def build_graph(manager: MemoryManager) -> StateGraph:
-    builder = StateGraph(MemoryState)
-    builder.add_node("load_memory", manager.nodes.load)
-    builder.add_node("agent", agent)
-    builder.add_node("save_memory", manager.nodes.save)
-    builder.add_edge(START, "load_memory")
-    builder.add_edge("load_memory", "agent")
-    builder.add_edge("agent", "save_memory")
-    builder.add_edge("save_memory", END)
-    return builder
-
-
 async def main() -> None:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as data_dir:
         extractors = [{"use": "llm", "options": llm_options()}]
         manager = MemoryManager({"data_dir": data_dir, "long_term": {"extractors": extractors}})
         async with manager:
-            graph = build_graph(manager).compile(checkpointer=manager.checkpointer)
+            graph = manager.nodes.around(agent).compile(checkpointer=manager.checkpointer)
             config = {"configurable": {"thread_id": "t1", "user_id": "alice"}}
             messages = [
                 ("user", "Hi, I'm Alice, I work as a nurse."),

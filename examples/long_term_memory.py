@@ -12,7 +12,6 @@ import tempfile
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage
-from langgraph.graph import END, START, StateGraph
 
 from memory_tiers import FactCandidate, MemoryManager, MemoryState
 from memory_tiers.long_term.hygiene import render_facts
@@ -73,15 +72,7 @@ async def main() -> None:
     model, model_name = embeddings()
     config = {"data_dir": tempfile.mkdtemp(), "long_term": {"recall": {"k": 2}, "guard": {"mode": "flag"}}}
     async with MemoryManager(config, embeddings=model) as manager:
-        builder = StateGraph(State)
-        builder.add_node("load_memory", manager.nodes.load)
-        builder.add_node("agent", agent)
-        builder.add_node("save_memory", manager.nodes.save)
-        builder.add_edge(START, "load_memory")
-        builder.add_edge("load_memory", "agent")
-        builder.add_edge("agent", "save_memory")
-        builder.add_edge("save_memory", END)
-        graph = builder.compile(checkpointer=manager.checkpointer)
+        graph = manager.nodes.around(agent, State).compile(checkpointer=manager.checkpointer)
         run = {"configurable": {"user_id": "alice", "thread_id": "chat-1"}}
 
         for text in [

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AnyMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.graph import END, START, StateGraph
 
 from memory_tiers.context import TurnIds, resolve_ids
 from memory_tiers.errors import InvalidIdentifierError, OwnershipError, StateSchemaError
 from memory_tiers.learning import Turn
 from memory_tiers.long_term.consolidate import Provenance
+from memory_tiers.state.schema import MemoryState
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
@@ -85,6 +87,34 @@ class MemoryNodes:
         self.save_session = self._node("save_session", self._save_session)
         self.load_long_term = self._node("load_long_term", self._load_long_term)
         self.save_long_term = self._node("save_long_term", self._save_long_term)
+
+    def around(self, agent: Any, state_schema: type[Any] | None = None, *, name: str = "agent") -> StateGraph:
+        """A graph builder running ``load_memory -> agent -> save_memory``, to compile yourself.
+
+        Add more nodes and edges to it as to any `StateGraph`; compile it with the manager's
+        checkpointer (and ``store=manager.store`` if your nodes use the store).
+
+        Args:
+            agent: your node (a function or runnable taking and returning state).
+            state_schema: the graph state; `MemoryState` or a subclass (the default).
+            name: the agent node's name.
+
+        Example:
+            >>> from memory_tiers import MemoryManager
+            >>> manager = MemoryManager({"working": {"backend": "memory"}})
+            >>> builder = manager.nodes.around(lambda state: {"messages": []})
+            >>> sorted(builder.nodes)
+            ['agent', 'load_memory', 'save_memory']
+        """
+        builder = StateGraph(state_schema or MemoryState)
+        builder.add_node("load_memory", self.load)
+        builder.add_node(name, agent)
+        builder.add_node("save_memory", self.save)
+        builder.add_edge(START, "load_memory")
+        builder.add_edge("load_memory", name)
+        builder.add_edge(name, "save_memory")
+        builder.add_edge("save_memory", END)
+        return builder
 
     def _node(self, name: str, impl: NodeImpl) -> RunnableLambda[Any, Update]:
         manager = self._manager

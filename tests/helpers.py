@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 from langchain_core.messages import AIMessage
-from langgraph.graph import END, START, StateGraph
 
 from memory_tiers import MemoryManager, MemoryState
 
@@ -27,15 +26,7 @@ def echo_agent(state: MemoryState) -> dict[str, Any]:
 
 def memory_graph(manager: MemoryManager, agent: Any = echo_agent) -> Any:
     """load_memory -> agent -> save_memory, on the manager's checkpointer."""
-    builder = StateGraph(MemoryState)
-    builder.add_node("load_memory", manager.nodes.load)
-    builder.add_node("agent", agent)
-    builder.add_node("save_memory", manager.nodes.save)
-    builder.add_edge(START, "load_memory")
-    builder.add_edge("load_memory", "agent")
-    builder.add_edge("agent", "save_memory")
-    builder.add_edge("save_memory", END)
-    return builder.compile(checkpointer=manager.checkpointer)
+    return manager.nodes.around(agent).compile(checkpointer=manager.checkpointer)
 
 
 def turn_config(user_id: str, thread_id: str, session_id: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END, START, StateGraph
 from rich.console import Console
 from rich.markup import escape
 from rich.rule import Rule
@@ -96,14 +95,7 @@ def session_id_of(user: str) -> str:
 
 def build_graph(manager: MemoryManager, responder: Responder) -> Any:
     """load_memory -> agent -> save_memory, checkpointed by the manager's working tier."""
-    builder = StateGraph(DemoState)
-    builder.add_node("load_memory", manager.nodes.load)
-    builder.add_node("agent", responder.respond)
-    builder.add_node("save_memory", manager.nodes.save)
-    builder.add_edge(START, "load_memory")
-    builder.add_edge("load_memory", "agent")
-    builder.add_edge("agent", "save_memory")
-    builder.add_edge("save_memory", END)
+    builder = manager.nodes.around(responder.respond, DemoState)
     return builder.compile(checkpointer=manager.checkpointer)
 
 

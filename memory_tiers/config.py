@@ -205,7 +205,17 @@ class ExtractionConfig(_Section):
 
 
 class ProfileConfig(_Section):
-    """How facts patch the user's profile document."""
+    """How facts patch the user's profile document, and its schema version."""
+
+    version: int = Field(default=1, ge=1, description="the profile document schema version this code writes")
+    migrators: str | None = Field(
+        default=None,
+        description="'package.module:attribute' naming a StateMigrator or a dict {from_version: step} "
+        "for profile documents",
+    )
+    model: str | None = Field(
+        default=None, description="'package.module:Model': a pydantic model migrated profiles must pass"
+    )
 
     mappings: dict[str, str] | None = Field(
         default=None,
@@ -266,9 +276,18 @@ class IdKeysConfig(_Section):
 
 
 class StateConfig(_Section):
-    """The version of the graph state this code writes (``memory_version``)."""
+    """The version of the graph state this code writes (``memory_version``), and how older
+    threads are brought to it."""
 
     version: int = Field(default=1, ge=1)
+    migrators: str | None = Field(
+        default=None,
+        description="'package.module:attribute' naming a StateMigrator or a dict {from_version: step}",
+    )
+    model: str | None = Field(
+        default=None, description="'package.module:Model': a pydantic model migrated states must pass"
+    )
+    initial_version: int = Field(default=1, ge=1, description="the version of a state that records none")
 
 
 class MemoryTiersConfig(BaseSettings):

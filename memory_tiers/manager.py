@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +26,7 @@ from memory_tiers.config import MemoryTiersConfig, load_config, load_yaml
 from memory_tiers.errors import ConfigError, UsageError
 from memory_tiers.extractors.base import FactExtractor
 from memory_tiers.extractors.registry import build_extractors
+from memory_tiers.ids import validate_id
 from memory_tiers.learning import Learner
 from memory_tiers.long_term import migrate
 from memory_tiers.long_term.recall import load_embeddings
@@ -32,6 +34,9 @@ from memory_tiers.long_term.store import LongTermStore
 from memory_tiers.nodes import MemoryNodes
 from memory_tiers.session.store import SessionStore
 from memory_tiers.sessions import SessionsAPI
+from memory_tiers.state.bulk import MigrationReport, migrate_threads
+from memory_tiers.state.checkpoints import upgrader
+from memory_tiers.state.migrators import StateMigrator, load_migrator
 from memory_tiers.store import SqlStore
 from memory_tiers.working.checkpointer import open_checkpointer, setup_checkpointer
 from memory_tiers.working.guard import OwnershipGuardedSaver, guard_checkpointer
@@ -49,6 +54,8 @@ class MemoryManager:
         engine: a SQLAlchemy `AsyncEngine` for long-term memory.
         embeddings: a LangChain ``Embeddings`` for semantic recall (instead of naming one in
             ``long_term.recall.semantic.embeddings``).
+        state_migrator: a `StateMigrator` bringing older threads to ``state.version`` (instead
+            of naming one in ``state.migrators``).
 
     Clients passed in are used as they are and left open on exit.
 
@@ -71,12 +78,23 @@ class MemoryManager:
         redis: aioredis.Redis | None = None,
         engine: AsyncEngine | None = None,
         embeddings: Embeddings | None = None,
+        state_migrator: StateMigrator | None = None,
     ) -> None:
         self.config = load_config(config)
         semantic = self.config.long_term.recall.semantic
         if embeddings is None and semantic.embeddings is not None:
             embeddings = load_embeddings(semantic.embeddings)
         self.embeddings = embeddings
+        state = self.config.state
+        self.state_migrator = state_migrator or load_migrator(
+            migrators=state.migrators,
+            model=state.model,
+            version=state.version,
+            initial_version=state.initial_version,
+            key="state",
+        )
+        if state_migrator is not None:
+            state_migrator.check(state.version)
         self.extractors: list[FactExtractor] = build_extractors(self.config.long_term.extractor_specs())
         self.learner = Learner(
             self.extractors, self.config.long_term.extraction, lambda: self.long_term_store
@@ -164,7 +182,14 @@ class MemoryManager:
             owner_of=self._long_term_store.thread_owner,
             claim=self._long_term_store.claim_thread,
             bridge=self.bridge,
+            on_load=self._state_upgrader(saver),
         )
+
+    def _state_upgrader(self, saver: BaseCheckpointSaver[Any]) -> Any:
+        migrator, version = self.state_migrator, self.config.state.version
+        if not migrator.versions and migrator.initial_version >= version:
+            return None  # nothing could ever be migrated: no hook, no cost
+        return upgrader(saver, migrator, version)
 
     async def _check_long_term_schema(self, *, upgrade: bool) -> None:
         store = self.long_term_store
@@ -196,6 +221,39 @@ class MemoryManager:
         self._checkpointer = self._session_store = self._long_term_store = self._store = None
         if stack is not None:
             await stack.aclose()
+
+    async def migrate_threads(
+        self,
+        *,
+        user_id: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = 100,
+        progress: Callable[[int], None] | None = None,
+    ) -> MigrationReport:
+        """Bring every registered thread (or one user's) to ``state.version``.
+
+        Threads are walked through the registry in batches and each is migrated all-or-nothing;
+        a failing thread is reported and left as it was, the others go on. Running it again
+        resumes: threads already current are only counted.
+
+        Args:
+            user_id: only this user's threads.
+            dry_run: run the migrations in memory and report, writing nothing.
+            batch_size: thread ids read from the registry per query.
+            progress: called with 1 after each thread (for a progress bar).
+        """
+        if user_id is not None:
+            validate_id("user_id", user_id)
+        return await migrate_threads(
+            self.checkpointer.inner,
+            self.long_term_store,
+            self.state_migrator,
+            self.config.state.version,
+            user_id=user_id,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress=progress,
+        )
 
     async def flush(self) -> None:
         """Finish deferred learning now (``long_term.extraction.mode: deferred``)."""

@@ -152,9 +152,26 @@ class MemoryNodes:
         if context.thread_owner is not None and context.thread_owner != ids.user_id:
             raise OwnershipError(f"thread {ids.thread_id!r} belongs to another user")
         return {
+            **await self._migrated(state, ids),
             "profile": context.profile.document,
             "facts": [fact.model_dump(mode="json") for fact in context.facts],
-            "memory_version": state.get("memory_version") or self._manager.config.state.version,
+        }
+
+    async def _migrated(self, state: dict[str, Any], ids: TurnIds) -> Update:
+        """The state's version, and what migration changes when the state is old.
+
+        ``manager.checkpointer`` brings a thread forward before the graph sees it; this covers
+        graphs compiled with another checkpointer, as far as their state keys reach.
+        """
+        current = self._manager.config.state.version
+        version = state.get("memory_version")
+        if not isinstance(version, int) or version >= current:
+            return {"memory_version": current if version is None else version}
+        migrated = await self._manager.state_migrator.migrate(
+            dict(state), version, current, subject=f"thread {ids.thread_id!r}"
+        )
+        return {key: value for key, value in migrated.items() if state.get(key) != value} | {
+            "memory_version": current
         }
 
     async def _save_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:

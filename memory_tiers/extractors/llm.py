@@ -183,7 +183,7 @@ def import_chat_model(path: str) -> BaseChatModel:
     from langchain_core.language_models import BaseChatModel
 
     # The registry imports this module: import it here, not at the top, to avoid the cycle.
-    from memory_tiers.extractors.registry import import_object
+    from memory_tiers.imports import import_object
 
     target = import_object(path, "options.chat_model")
     model = target

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from pydantic import BaseModel, ValidationError
 
 from memory_tiers.config import ExtractorSpec
@@ -12,23 +9,9 @@ from memory_tiers.errors import ConfigError, MissingDependencyError
 from memory_tiers.extractors.base import FactExtractor
 from memory_tiers.extractors.llm import LLMExtractor
 from memory_tiers.extractors.rules import RulesExtractor
+from memory_tiers.imports import import_object
 
 BUILTIN_EXTRACTORS: dict[str, type] = {"rules": RulesExtractor, "llm": LLMExtractor}
-
-
-def import_object(path: str, what: str) -> Any:
-    """Import ``"package.module:attribute"``; errors name ``what`` was being loaded."""
-    module_name, sep, attribute = path.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigError(f"{what} {path!r} must look like 'package.module:Attribute'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"{what} {path!r}: cannot import {module_name!r}: {exc}") from None
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise ConfigError(f"{what} {path!r}: {module_name} has no {attribute!r}") from None
 
 
 def build_extractor(spec: ExtractorSpec, key_path: str) -> FactExtractor:

@@ -216,7 +216,7 @@ def load_embeddings(path: str) -> Any:
     from langchain_core.embeddings import Embeddings
 
     from memory_tiers.errors import ConfigError
-    from memory_tiers.extractors.registry import import_object
+    from memory_tiers.imports import import_object
 
     key = "long_term.recall.semantic.embeddings"
     target = import_object(path, key)

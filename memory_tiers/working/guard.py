@@ -6,6 +6,9 @@ load node alone would already have let another user's message into the thread. T
 of a run, and caches confirmed owners so steady-state turns cost no extra round trip.
 A graph run must name its user; other calls without a user id (``get_state``, tooling,
 conformance suites) pass straight through.
+
+The manager also gives it an ``on_load`` hook: the latest checkpoint of a thread is brought to
+the current state version (see memory_tiers/state/checkpoints.py) before LangGraph sees it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ _EXTENDED = (
 )
 
 OwnerLookup = Callable[[str], Awaitable[str | None]]
+# Given the latest checkpoint of a thread, returns the one the graph should see (state migration).
+LoadHook = Callable[[RunnableConfig, CheckpointTuple], Awaitable[CheckpointTuple]]
 ThreadClaim = Callable[[str, str, str | None], Awaitable[object]]
 
 
@@ -54,9 +59,11 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         owner_of: OwnerLookup,
         claim: ThreadClaim,
         bridge: LoopBridge,
+        on_load: LoadHook | None = None,
     ) -> None:
         super().__init__(serde=inner.serde)
         self.inner = inner
+        self._on_load = on_load
         self._keys = keys
         self._owner_of = owner_of
         self._claim = claim
@@ -101,7 +108,10 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         await self._check(config, claim=False)
-        return await self.inner.aget_tuple(config)
+        tup = await self.inner.aget_tuple(config)
+        if tup is not None and self._on_load is not None:
+            tup = await self._on_load(config, tup)
+        return tup
 
     async def alist(
         self,
@@ -144,7 +154,10 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         self._check_sync(config, claim=False)
-        return self.inner.get_tuple(config)
+        tup = self.inner.get_tuple(config)
+        if tup is not None and self._on_load is not None:
+            tup = self._bridge.run(self._on_load(config, tup))
+        return tup
 
     def list(
         self,

@@ -1,0 +1,126 @@
+"""Migrating every thread at once: the registry is walked in batches, each thread is migrated
+all-or-nothing, and a rerun skips what is already current, so an interrupted run is resumed by
+running it again."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from sqlalchemy import func, select
+
+from memory_tiers.long_term.schema import threads
+from memory_tiers.long_term.store import TIER, LongTermStore
+from memory_tiers.state.checkpoints import can_migrate, plan_upgrade, state_version, upgrade_checkpoint
+from memory_tiers.state.migrators import StateMigrationError, StateMigrator
+from memory_tiers.translate import translate_errors
+
+
+@dataclass
+class MigrationReport:
+    """What a bulk migration found and did.
+
+    Attributes:
+        before: threads per state version before the run.
+        after: threads per state version after it (for a dry run: what it would leave).
+        migrated: threads brought forward (for a dry run: that would be).
+        failed: thread id -> why it was left as it was.
+        in_flight: threads with a run in progress (pending writes), left for a later run.
+        dry_run: whether anything was written.
+    """
+
+    before: Counter[int] = field(default_factory=Counter)
+    after: Counter[int] = field(default_factory=Counter)
+    migrated: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    in_flight: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def _scope(user_id: str | None) -> list[Any]:
+    return [] if user_id is None else [threads.c.user_id == user_id]
+
+
+async def count_threads(store: LongTermStore, user_id: str | None = None) -> int:
+    """Registered threads (of one user, or all)."""
+    with translate_errors(TIER, store.masked_url):
+        async with store.engine.connect() as conn:
+            return int(
+                await conn.scalar(select(func.count()).select_from(threads).where(*_scope(user_id))) or 0
+            )
+
+
+async def thread_id_batches(
+    store: LongTermStore, *, user_id: str | None = None, batch_size: int = 100
+) -> AsyncIterator[list[str]]:
+    """Registered thread ids in id order, ``batch_size`` at a time (keyset pagination)."""
+    after: str | None = None
+    while True:
+        stmt = select(threads.c.thread_id).where(*_scope(user_id))
+        if after is not None:
+            stmt = stmt.where(threads.c.thread_id > after)
+        stmt = stmt.order_by(threads.c.thread_id).limit(batch_size)
+        with translate_errors(TIER, store.masked_url):
+            async with store.engine.connect() as conn:
+                batch = list((await conn.scalars(stmt)).all())
+        if not batch:
+            return
+        yield batch
+        after = batch[-1]
+
+
+async def migrate_threads(
+    saver: BaseCheckpointSaver[Any],
+    store: LongTermStore,
+    migrator: StateMigrator,
+    current_version: int,
+    *,
+    user_id: str | None = None,
+    dry_run: bool = False,
+    batch_size: int = 100,
+    progress: Callable[[int], None] | None = None,
+) -> MigrationReport:
+    """Bring every registered thread's latest checkpoint to ``current_version``."""
+    report = MigrationReport(dry_run=dry_run)
+    async for batch in thread_id_batches(store, user_id=user_id, batch_size=batch_size):
+        for thread_id in batch:
+            tup = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+            if tup is not None:
+                version = state_version(tup, migrator.initial_version)
+                report.before[version] += 1
+                report.after[
+                    await _migrate_one(saver, tup, migrator, current_version, thread_id, report)
+                ] += 1
+            if progress is not None:
+                progress(1)
+    return report
+
+
+async def _migrate_one(
+    saver: BaseCheckpointSaver[Any],
+    tup: Any,
+    migrator: StateMigrator,
+    current_version: int,
+    thread_id: str,
+    report: MigrationReport,
+) -> int:
+    """Migrate one thread; returns the version it is left at."""
+    version = state_version(tup, migrator.initial_version)
+    if version >= current_version:
+        return version
+    if not can_migrate(tup):
+        report.in_flight.append(thread_id)
+        return version
+    try:
+        if report.dry_run:
+            await plan_upgrade(saver, tup, migrator, current_version)
+        else:
+            await upgrade_checkpoint(saver, tup, migrator, current_version)
+    except StateMigrationError as exc:
+        report.failed[thread_id] = str(exc)
+        return version
+    report.migrated += 1
+    return current_version

@@ -1,0 +1,258 @@
+"""State schema evolution: threads written by an old graph move forward safely."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helpers import turn_config, unique
+from langchain_core.messages import AIMessage
+from langgraph.types import interrupt
+from pydantic import BaseModel, ConfigDict
+
+from memory_tiers import ConfigError, MemoryManager, MemoryState
+from memory_tiers.state.checkpoints import MIGRATION_METADATA_KEY
+from memory_tiers.state.migrators import StateMigrationError, StateMigrator
+
+
+class StateV1(MemoryState, total=False):
+    name: str  # "Ada Lovelace"
+
+
+class StateV3(MemoryState, total=False):
+    first_name: str
+    last_name: str
+    greeting: str
+
+
+def v1_agent(state: StateV1) -> dict[str, Any]:
+    return {"messages": [AIMessage("hi")], "name": "Ada Lovelace"}
+
+
+def v3_agent(state: StateV3) -> dict[str, Any]:
+    return {"messages": [AIMessage(f"{state['greeting']}, {state['first_name']}")]}
+
+
+def migrator(model: type[BaseModel] | None = None, *, fail_on: str | None = None) -> StateMigrator:
+    migrations = StateMigrator(model)
+
+    @migrations.step(1)
+    def split_name(state: dict[str, Any]) -> dict[str, Any]:
+        full = state.pop("name", "")
+        if full == fail_on:
+            raise ValueError(f"cannot split {full!r}")
+        first, _, last = full.partition(" ")
+        return {**state, "first_name": first, "last_name": last}
+
+    @migrations.step(2)
+    async def add_greeting(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "greeting": "Hello" if state["last_name"] else "Hi"}
+
+    return migrations
+
+
+class StrictV3(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    first_name: str
+    greeting: int  # wrong on purpose: the migrated greeting is a string
+
+
+def v3_config(memory_config: dict[str, Any]) -> dict[str, Any]:
+    return {**memory_config, "state": {"version": 3}}
+
+
+async def write_v1_threads(memory_config: dict[str, Any], user: str, threads: list[str]) -> None:
+    async with MemoryManager(memory_config) as v1:
+        graph = v1.nodes.around(v1_agent, StateV1).compile(checkpointer=v1.checkpointer)
+        for thread in threads:
+            await graph.ainvoke({"messages": [("user", "hello")]}, turn_config(user, thread))
+
+
+async def history(manager: MemoryManager, user: str, thread: str) -> list[Any]:
+    graph = manager.nodes.around(v3_agent, StateV3).compile(checkpointer=manager.checkpointer)
+    return [snapshot async for snapshot in graph.aget_state_history(turn_config(user, thread))]
+
+
+async def test_an_old_thread_is_brought_forward_once_before_the_agent_sees_it(memory_config):
+    alice, thread = unique("alice"), unique("t")
+    await write_v1_threads(memory_config, alice, [thread])
+    async with MemoryManager(v3_config(memory_config), state_migrator=migrator()) as v3:
+        graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
+        first = await graph.ainvoke({"messages": [("user", "again")]}, turn_config(alice, thread))
+        second = await graph.ainvoke({"messages": [("user", "and again")]}, turn_config(alice, thread))
+        latest = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+        snapshots = await history(v3, alice, thread)
+        raw_history = [c async for c in v3.checkpointer.inner.alist({"configurable": {"thread_id": thread}})]
+
+    assert first["messages"][-1].content == "Hello, Ada"
+    assert second["messages"][-1].content == "Hello, Ada"
+    assert (first["first_name"], first["last_name"], first["memory_version"]) == ("Ada", "Lovelace", 3)
+    # The renamed key is gone from the checkpoint itself, though the v3 graph has no such channel.
+    assert "name" not in latest.checkpoint["channel_values"]
+    migrations = [
+        s.metadata[MIGRATION_METADATA_KEY] for s in snapshots if MIGRATION_METADATA_KEY in s.metadata
+    ]
+    assert migrations == [{"from": 1, "to": 3}]  # once, however many turns
+    # The v1 turn is still in the thread's history, before the migration.
+    assert any(c.checkpoint["channel_values"].get("name") == "Ada Lovelace" for c in raw_history)
+
+
+async def test_a_failing_step_leaves_the_thread_exactly_as_it_was(memory_config):
+    alice, thread = unique("alice"), unique("t")
+    await write_v1_threads(memory_config, alice, [thread])
+    config = v3_config(memory_config)
+    async with MemoryManager(config, state_migrator=migrator(fail_on="Ada Lovelace")) as v3:
+        before = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+        graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
+        with pytest.raises(StateMigrationError) as raised:
+            await graph.ainvoke({"messages": [("user", "again")]}, turn_config(alice, thread))
+        after = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+
+    message = str(raised.value)
+    assert repr(thread) in message and "from version 1 to 3" in message and "step 1 -> 2" in message
+    assert "cannot split 'Ada Lovelace'" in message
+    assert after.checkpoint["id"] == before.checkpoint["id"]
+    assert after.checkpoint["channel_values"] == before.checkpoint["channel_values"]
+
+
+async def test_a_migrated_state_that_fails_validation_is_not_written(memory_config):
+    alice, thread = unique("alice"), unique("t")
+    await write_v1_threads(memory_config, alice, [thread])
+    async with MemoryManager(v3_config(memory_config), state_migrator=migrator(StrictV3)) as v3:
+        before = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+        graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
+        with pytest.raises(StateMigrationError, match=r"field greeting: Input should be a valid integer"):
+            await graph.ainvoke({"messages": [("user", "again")]}, turn_config(alice, thread))
+        after = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+
+    assert after.checkpoint["id"] == before.checkpoint["id"]
+
+
+async def test_bulk_migration_reports_counts_fails_per_thread_and_resumes(memory_config):
+    alice, bob = unique("alice"), unique("bob")
+    good = [unique("t") for _ in range(4)]
+    bad = unique("t")
+    await write_v1_threads(memory_config, alice, good[:3])
+    await write_v1_threads(memory_config, bob, good[3:])
+    # One of bob's threads holds a name the migration cannot handle.
+    async with MemoryManager(memory_config) as v1:
+        graph = v1.nodes.around(lambda s: {"messages": [AIMessage("x")], "name": "Bad"}, StateV1)
+        await graph.compile(checkpointer=v1.checkpointer).ainvoke(
+            {"messages": [("user", "x")]}, turn_config(bob, bad)
+        )
+
+    async with MemoryManager(v3_config(memory_config), state_migrator=migrator(fail_on="Bad")) as v3:
+        ticks: list[int] = []
+        dry = await v3.migrate_threads(user_id=bob, dry_run=True, progress=ticks.append)
+        bobs = await v3.migrate_threads(user_id=bob, batch_size=1)
+        alices = await v3.migrate_threads(user_id=alice, batch_size=2)
+        again = await v3.migrate_threads(user_id=bob)
+        versions = {
+            t: (await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": t}})).checkpoint[
+                "channel_values"
+            ]["memory_version"]
+            for t in [*good, bad]
+        }
+
+    assert (dry.before, dry.after, dry.migrated, list(dry.failed), dry.dry_run) == (
+        {1: 2},
+        {1: 1, 3: 1},
+        1,
+        [bad],
+        True,
+    )
+    assert ticks == [1, 1]
+    assert (bobs.before, bobs.after, bobs.migrated, list(bobs.failed)) == ({1: 2}, {1: 1, 3: 1}, 1, [bad])
+    assert "cannot split 'Bad'" in bobs.failed[bad]
+    assert (alices.before, alices.after, alices.migrated, alices.failed) == ({1: 3}, {3: 3}, 3, {})
+    # Running it again resumes: what is current is only counted, the failure is still reported.
+    assert (again.before, again.after, again.migrated, list(again.failed)) == (
+        {1: 1, 3: 1},
+        {1: 1, 3: 1},
+        0,
+        [bad],
+    )
+    assert versions == {**dict.fromkeys(good, 3), bad: 1}
+
+
+async def test_a_dry_run_writes_nothing(tmp_path):
+    alice, thread = unique("alice"), unique("t")
+    config = {"data_dir": str(tmp_path)}
+    await write_v1_threads(config, alice, [thread])
+    async with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
+        before = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+        report = await v3.migrate_threads(dry_run=True)
+        after = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+        real = await v3.migrate_threads()
+
+    assert (report.before, report.after, report.migrated) == ({1: 1}, {3: 1}, 1)
+    assert after.checkpoint["id"] == before.checkpoint["id"]
+    assert (real.before, real.after, real.migrated) == ({1: 1}, {3: 1}, 1)
+
+
+async def test_a_thread_waiting_on_an_interrupt_is_left_for_later(tmp_path):
+    alice, thread = unique("alice"), unique("t")
+    config = {"data_dir": str(tmp_path)}
+
+    def asking_agent(state: StateV1) -> dict[str, Any]:
+        answer = interrupt("shall I remember your name?")
+        return {"messages": [AIMessage(str(answer))], "name": "Ada Lovelace"}
+
+    async with MemoryManager(config) as v1:
+        graph = v1.nodes.around(asking_agent, StateV1).compile(checkpointer=v1.checkpointer)
+        await graph.ainvoke({"messages": [("user", "hello")]}, turn_config(alice, thread))
+        waiting = await v1.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+    async with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
+        report = await v3.migrate_threads()
+        unchanged = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+
+    assert waiting.pending_writes  # the interrupt is a pending write of the waiting task
+    assert (report.in_flight, report.migrated, report.before, report.after) == ([thread], 0, {1: 1}, {1: 1})
+    assert unchanged.checkpoint["id"] == waiting.checkpoint["id"]
+
+
+def test_sync_graphs_are_migrated_too(tmp_path):
+    alice, thread = unique("alice"), unique("t")
+    config = {"data_dir": str(tmp_path)}
+    with MemoryManager(config) as v1:
+        v1.nodes.around(v1_agent, StateV1).compile(checkpointer=v1.checkpointer).invoke(
+            {"messages": [("user", "hello")]}, turn_config(alice, thread)
+        )
+    with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
+        graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
+        result = graph.invoke({"messages": [("user", "again")]}, turn_config(alice, thread))
+
+    assert result["messages"][-1].content == "Hello, Ada"
+
+
+@pytest.mark.parametrize(
+    ("steps", "version", "problem"),
+    [
+        ({1: dict, 3: dict}, 4, "no step for 2 -> 3"),
+        ({1: dict}, 3, "no step for 2 -> 3"),
+        ({}, 2, "no step for 1 -> 2"),
+        ({1: dict, 2: dict}, 2, "steps from versions [2] fall outside 1..2"),
+    ],
+)
+def test_a_broken_chain_is_a_configuration_error_at_startup(steps, version, problem):
+    with pytest.raises(ConfigError, match=problem.replace("[", r"\[").replace("]", r"\]")):
+        MemoryManager({"state": {"version": version}}, state_migrator=StateMigrator.from_steps(steps))
+
+
+def test_two_steps_from_one_version_are_refused():
+    migrations = StateMigrator()
+    migrations.register(1, dict)
+    with pytest.raises(ConfigError, match="two steps from version 1 to 2"):
+        migrations.register(1, dict)
+
+
+def test_migrators_are_named_in_yaml(tmp_path, monkeypatch):
+    module = tmp_path / "my_migrations.py"
+    module.write_text("migrators = {1: lambda s: {**s, 'x': 1}}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    manager = MemoryManager({"state": {"version": 2, "migrators": "my_migrations:migrators"}})
+    assert manager.state_migrator.versions == [1]
+    with pytest.raises(ConfigError, match=r"state: no step for 2 -> 3"):
+        MemoryManager({"state": {"version": 3, "migrators": "my_migrations:migrators"}})
+    with pytest.raises(ConfigError, match=r"state.migrators 'my_migrations:nothing'"):
+        MemoryManager({"state": {"version": 2, "migrators": "my_migrations:nothing"}})

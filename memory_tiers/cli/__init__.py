@@ -1,4 +1,4 @@
-"""The ``memory-tiers`` command: a runnable demo, config checks and schema management.
+"""The ``memory-tiers`` command: a runnable demo, config checks, schema and state migrations.
 
 Every `MemoryTiersError` reaching the top is printed to stderr (no traceback) with exit code 2.
 """
@@ -12,6 +12,7 @@ import click
 from memory_tiers.cli.config_cmd import config_group
 from memory_tiers.cli.db import db_group
 from memory_tiers.cli.demo import demo
+from memory_tiers.cli.state_cmd import state_group
 from memory_tiers.errors import MemoryTiersError
 
 ERROR_EXIT_CODE = 2
@@ -37,5 +38,6 @@ def main() -> None:
 main.add_command(demo)
 main.add_command(config_group)
 main.add_command(db_group)
+main.add_command(state_group)
 
 __all__ = ["main"]

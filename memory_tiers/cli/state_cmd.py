@@ -1,0 +1,90 @@
+"""``memory-tiers state migrate``: bring every thread to the configured state version."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from memory_tiers.cli.common import build_config, config_options
+from memory_tiers.config import MemoryTiersConfig
+from memory_tiers.manager import MemoryManager
+from memory_tiers.state.bulk import MigrationReport, count_threads
+
+FAILED_EXIT_CODE = 1
+
+
+async def run_migration(
+    cfg: MemoryTiersConfig, *, dry_run: bool, user_id: str | None, batch_size: int, console: Console
+) -> MigrationReport:
+    """Migrate with a progress bar on ``console``."""
+    async with MemoryManager(cfg) as manager:
+        total = await count_threads(manager.long_term_store, user_id)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("threads", total=total)
+            return await manager.migrate_threads(
+                user_id=user_id,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                progress=lambda n: progress.advance(task, n),
+            )
+
+
+def report_table(report: MigrationReport, current_version: int) -> Table:
+    """Threads per state version, before and after."""
+    after_title = "after (dry run: would be)" if report.dry_run else "after"
+    table = Table(show_header=True, header_style="bold", title="threads per state version")
+    table.add_column("version", justify="right")
+    table.add_column("before", justify="right")
+    table.add_column(after_title, justify="right")
+    for version in sorted(set(report.before) | set(report.after)):
+        label = f"{version} (current)" if version == current_version else str(version)
+        table.add_row(label, str(report.before[version]), str(report.after[version]))
+    return table
+
+
+@click.group("state")
+def state_group() -> None:
+    """Versioned graph state: migrate old threads."""
+
+
+@state_group.command("migrate")
+@config_options
+@click.option("--dry-run", is_flag=True, help="Run the migrations in memory and report; write nothing.")
+@click.option("--user", "user_id", default=None, help="Only this user's threads.")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000))
+def migrate(
+    config_file: Path | None, data_dir: Path | None, dry_run: bool, user_id: str | None, batch_size: int
+) -> None:
+    """Bring every registered thread to `state.version` with `state.migrators`.
+
+    Each thread is migrated all-or-nothing; failures are listed and leave their thread as it
+    was (exit code 1). Running it again resumes where it stopped.
+    """
+    cfg = build_config(config_file, data_dir)
+    console = Console()
+    report = asyncio.run(
+        run_migration(cfg, dry_run=dry_run, user_id=user_id, batch_size=batch_size, console=console)
+    )
+    console.print(report_table(report, cfg.state.version))
+    verb = "would migrate" if dry_run else "migrated"
+    console.print(f"{verb} {report.migrated} thread(s) to version {cfg.state.version}", soft_wrap=True)
+    if report.in_flight:
+        console.print(
+            f"left {len(report.in_flight)} thread(s) with a run in progress for a later run: "
+            + ", ".join(report.in_flight),
+            soft_wrap=True,
+        )
+    if report.failed:
+        failures = Table(show_header=True, header_style="bold red", title="failed (left unchanged)")
+        failures.add_column("thread", no_wrap=True)
+        failures.add_column("error", overflow="fold")
+        for thread_id, error in report.failed.items():
+            failures.add_row(thread_id, error)
+        console.print(failures)
+        raise SystemExit(FAILED_EXIT_CODE)

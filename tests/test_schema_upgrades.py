@@ -12,9 +12,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_tiers import FactCandidate
+from memory_tiers.config import IdKeysConfig, StoreConfig
 from memory_tiers.long_term import migrate
 from memory_tiers.long_term.engine import normalize_sql_url
 from memory_tiers.long_term.store import LongTermStore
+from memory_tiers.store import SqlStore
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -54,7 +56,29 @@ async def seed_0001(engine: AsyncEngine, user: str) -> None:
         )
 
 
-SEEDS = {"0001": seed_0001}
+async def seed_0002(engine: AsyncEngine, user: str) -> None:
+    """Rows as a database at revision 0002 held them: the 0001 rows, the fact's observation
+    (0002 keeps one per sighting) and an item of the LangGraph store."""
+    await seed_0001(engine, user)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO mt_fact_observations (fact_id, observation_key, user_id, thread_id, "
+                "checkpoint_id, message_id, confidence, observed_at) "
+                "VALUES (:fact, 't1:c1:m1', :user, 't1', 'c1', 'm1', 0.7, :now)"
+            ),
+            {"fact": f"{user}-fact", "user": user, "now": NOW},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO mt_store_items (user_id, namespace, key, value, created_at, updated_at, "
+                "expires_at, ttl_minutes) VALUES (:user, 'notes.music', 'k1', :value, :now, :now, NULL, NULL)"
+            ),
+            {"user": user, "value": '{"text": "Jazz on Fridays"}', "now": NOW},
+        )
+
+
+SEEDS = {"0001": seed_0001, "0002": seed_0002}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -87,11 +111,16 @@ async def test_a_database_at_every_revision_upgrades_to_head_with_its_data(empty
     assert fact.valid_from == NOW
     profile = await store.get_profile(user)
     assert (profile.document, profile.version) == ({"name": "Alice"}, 3)
+    assert profile.schema_version == 1  # stored before profile documents were versioned
     assert [t.thread_id for t in await store.list_threads(user)] == [f"{user}-thread"]
     # Old facts are searchable and keep their provenance as their first observation.
     assert [f.id for f in await store.search_facts(user, "jazz")] == [fact.id]
     [observation] = await store.fact_observations(user, fact.id)
     assert (observation.thread_id, observation.message_id, observation.confidence) == ("t1", "m1", 0.7)
+    if revision >= "0002":  # the LangGraph store's items arrived in 0002
+        items = SqlStore(empty_engine, StoreConfig(), ids=IdKeysConfig()).for_user(user)
+        item = await items.aget(("notes", "music"), "k1")
+        assert item is not None and item.value == {"text": "Jazz on Fridays"}
     # And the upgraded schema takes new writes the way a fresh one does.
     outcome = await store.add_facts(user, [FactCandidate(attribute="likes", value="jazz music")])
     assert outcome.fact_ids == [fact.id]

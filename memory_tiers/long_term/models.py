@@ -58,11 +58,13 @@ class Observation(_Record):
 
 
 class Profile(_Record):
-    """A user's profile: a JSON document and the number of times it was patched."""
+    """A user's profile: a JSON document, the number of times it was patched (``version``) and
+    the shape its document has (``schema_version``, ``long_term.profile.version`` when written)."""
 
     user_id: str
     document: dict[str, Any]
     version: int
+    schema_version: int = 1
 
 
 class ThreadRecord(_Record):

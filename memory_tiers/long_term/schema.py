@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -37,9 +38,11 @@ profiles = Table(
     metadata,
     Column("user_id", String(ID), primary_key=True),
     Column("document", Document, nullable=False),
-    Column("version", Integer, nullable=False),
+    Column("version", Integer, nullable=False),  # the patch counter: bumped when the document changes
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The shape of ``document`` (long_term.profile.version when written); see migration 0003.
+    Column("schema_version", Integer, nullable=False, server_default=text("1")),
 )
 
 facts = Table(

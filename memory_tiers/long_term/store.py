@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ColumnElement,
     bindparam,
+    case,
     delete,
     func,
     literal_column,
@@ -39,8 +40,18 @@ from memory_tiers.long_term.consolidate import Accepted, Provenance, consolidate
 from memory_tiers.long_term.engine import create_engine, long_term_url
 from memory_tiers.long_term.hygiene import looks_like_instruction
 from memory_tiers.long_term.models import Fact, LongTermContext, Observation, Profile, ThreadRecord
+from memory_tiers.long_term.profile_migration import (
+    PROFILE_COLUMNS,
+    ProfileMigrationReport,
+    StoredProfile,
+    bring_forward,
+    migrate_profiles,
+    profile_migrator_for,
+    read_profile,
+)
 from memory_tiers.long_term.recall import RecallQuery, fact_text, rank
 from memory_tiers.long_term.schema import archives, fact_observations, facts, profiles, threads
+from memory_tiers.state.migrators import StateMigrator
 from memory_tiers.translate import translate_errors
 
 if TYPE_CHECKING:
@@ -68,8 +79,13 @@ class LongTermStore:
 
     Args:
         engine: an `AsyncEngine` on SQLite (aiosqlite) or PostgreSQL (asyncpg).
-        config: recall, profile-mapping and guard settings (the defaults when None).
+        config: recall, profile and guard settings (the defaults when None).
         embeddings: a LangChain ``Embeddings`` for semantic recall, or None.
+        profile_migrator: the steps that bring profile documents to ``config.profile.version``;
+            when None, the one ``long_term.profile.migrators`` / ``.model`` name.
+
+    Raises:
+        ConfigError: the dialect is not supported, or a profile migration step is missing.
     """
 
     def __init__(
@@ -78,10 +94,12 @@ class LongTermStore:
         config: LongTermConfig | None = None,
         *,
         embeddings: Embeddings | None = None,
+        profile_migrator: StateMigrator | None = None,
     ) -> None:
         self.engine = engine
         self.config = config or LongTermConfig()
         self.embeddings = embeddings
+        self.profile_migrator = profile_migrator_for(self.config.profile, profile_migrator)
         self.dialect = engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(
@@ -90,6 +108,11 @@ class LongTermStore:
         self.masked_url = mask_url(engine.url.render_as_string(hide_password=False))
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._recall = RecallQuery(self.dialect, self.config.recall, semantic=embeddings is not None)
+
+    @property
+    def profile_version(self) -> int:
+        """The profile document schema version this store writes (``long_term.profile.version``)."""
+        return self.config.profile.version
 
     @classmethod
     @asynccontextmanager
@@ -125,14 +148,18 @@ class LongTermStore:
         self, user_id: str, thread_id: str | None, query: str | None = None
     ) -> LongTermContext:
         """Profile, pinned facts, the top-k facts for ``query`` and the thread's owner, in one
-        SELECT (plus one embedding call for ``query`` when semantic recall is on)."""
+        SELECT (plus one embedding call for ``query`` when semantic recall is on, and one UPDATE
+        when the profile was stored at an older schema version and is migrated).
+
+        Raises:
+            StateMigrationError: the profile could not be migrated; nothing was written.
+        """
         query_embedding = await self._embed_query(query)
         now = _now()
         recall = self._recall.subquery(user_id, query, now)
         anchor = select(literal_column("1").label("anchor")).subquery("anchor")
         stmt = select(
-            profiles.c.document,
-            profiles.c.version,
+            *PROFILE_COLUMNS,
             threads.c.user_id.label("thread_owner"),
             *recall.c,
         ).select_from(
@@ -144,6 +171,10 @@ class LongTermStore:
             async with self._autocommit.connect() as conn:
                 rows = (await conn.execute(stmt)).mappings().all()
         first = rows[0]
+        stored = None
+        if first["schema_version"] is not None:  # NOT NULL: None means there is no profile row
+            stored = StoredProfile(first["document"], first["version"], first["schema_version"])
+        profile = await self._profile(user_id, stored)
         recalled = rank(
             [dict(row) for row in rows if row["id"] is not None],
             k=self.config.recall.k,
@@ -151,7 +182,7 @@ class LongTermStore:
             weight=self.config.recall.semantic.weight,
         )
         return LongTermContext(
-            profile=Profile(user_id=user_id, document=first["document"] or {}, version=first["version"] or 0),
+            profile=profile,
             facts=[Fact.model_validate(row) for row in recalled],
             thread_owner=first["thread_owner"],
         )
@@ -259,18 +290,36 @@ class LongTermStore:
     async def _patch_profile(
         self, conn: AsyncConnection, user_id: str, patch: dict[str, Any], now: datetime
     ) -> None:
-        insert = insert_for(self.dialect, profiles).values(
-            user_id=user_id, document=patch, version=1, created_at=now, updated_at=now
-        )
+        """Merge ``patch`` into the profile (a new one is written at the current schema version);
+        an older-shaped document is migrated first, on the same transaction."""
         merged = self._merge_document(patch)
-        await conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[profiles.c.user_id],
-                set_={"document": merged, "version": profiles.c.version + 1, "updated_at": now},
-                # Re-stating what the profile already says is not a new version.
-                where=self._differs(merged, profiles.c.document),
-            )
+        insert = insert_for(self.dialect, profiles).values(
+            user_id=user_id,
+            document=patch,
+            version=1,
+            schema_version=self.profile_version,
+            created_at=now,
+            updated_at=now,
         )
+        # Re-stating what the profile already says is not a new version.
+        changed = self._differs(merged, profiles.c.document)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[profiles.c.user_id],
+            set_={
+                "document": merged,
+                "version": profiles.c.version + case((changed, 1), else_=0),
+                "updated_at": case((changed, now), else_=profiles.c.updated_at),
+            },
+            # Never merge into an old-shape document: no row comes back, and it is migrated first.
+            where=profiles.c.schema_version >= self.profile_version,
+        ).returning(profiles.c.user_id)
+        if (await conn.execute(stmt)).first() is None:
+            # The attempted upsert locked the row (PostgreSQL) or the database (SQLite), so the
+            # migration's compare-and-set cannot miss and the retry merges into the new shape.
+            await bring_forward(
+                conn, self.profile_migrator, self.profile_version, user_id, await read_profile(conn, user_id)
+            )
+            await conn.execute(stmt)
 
     def _differs(self, left: Any, right: Any) -> ColumnElement[bool]:
         if self.dialect == "postgresql":
@@ -295,20 +344,63 @@ class LongTermStore:
     # -- administrative API -------------------------------------------------------------
 
     async def get_profile(self, user_id: str) -> Profile:
-        """The user's profile (an empty version-0 document if none was written yet)."""
+        """The user's profile (an empty version-0 document if none was written yet), brought to
+        the current schema version first if it is older.
+
+        Raises:
+            StateMigrationError: the profile could not be migrated; nothing was written.
+        """
         with translate_errors(TIER, self.masked_url):
             async with self._autocommit.connect() as conn:
-                row = (
-                    await conn.execute(
-                        select(profiles.c.document, profiles.c.version).where(profiles.c.user_id == user_id)
+                stored = await read_profile(conn, user_id)
+        return await self._profile(user_id, stored)
+
+    async def _profile(self, user_id: str, stored: StoredProfile | None) -> Profile:
+        """``stored`` as a `Profile`, migrated (and written back) if its schema is older."""
+        if stored is not None and stored.schema_version < self.profile_version:
+            with translate_errors(TIER, self.masked_url):
+                async with self._autocommit.connect() as conn:
+                    stored = await bring_forward(
+                        conn, self.profile_migrator, self.profile_version, user_id, stored
                     )
-                ).first()
-        if row is None:
-            return Profile(user_id=user_id, document={}, version=0)
-        return Profile(user_id=user_id, document=row.document, version=row.version)
+        if stored is None:
+            return Profile(user_id=user_id, document={}, version=0, schema_version=self.profile_version)
+        return Profile(
+            user_id=user_id,
+            document=stored.document,
+            version=stored.version,
+            schema_version=stored.schema_version,
+        )
+
+    async def migrate_profiles(
+        self,
+        *,
+        dry_run: bool = False,
+        batch_size: int = 500,
+        progress: Callable[[int], None] | None = None,
+    ) -> ProfileMigrationReport:
+        """Bring every stored profile to the current schema version (``long_term.profile.version``).
+
+        Profiles are walked in user id order, ``batch_size`` per query; each old one is migrated
+        and written all-or-nothing (a compare-and-set, as when a load migrates it). A profile that
+        fails is reported and left as it was, and the walk goes on. Running it again skips the
+        profiles already current, so an interrupted run is resumed by rerunning it.
+
+        Args:
+            dry_run: write nothing; still run every migration in memory, so the report shows
+                what would be migrated and what would fail.
+            batch_size: profiles read per query.
+            progress: called with 1 after each profile is handled.
+        """
+        return await migrate_profiles(self, dry_run=dry_run, batch_size=batch_size, progress=progress)
 
     async def patch_profile(self, user_id: str, patch: dict[str, Any]) -> Profile:
-        """Merge ``patch`` into the top level of the user's profile; bumps its version."""
+        """Merge ``patch`` into the top level of the user's profile; bumps its version. A profile
+        at an older schema version is migrated first, so the patch lands in the current shape.
+
+        Raises:
+            StateMigrationError: the profile could not be migrated; nothing was written.
+        """
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
                 await self._patch_profile(conn, user_id, patch, _now())

@@ -17,14 +17,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.messages import AnyMessage
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from memory_tiers.config import ExtractionConfig
 from memory_tiers.context import TurnIds
+from memory_tiers.errors import BackendError
 from memory_tiers.extractors.base import ExtractionContext, FactCandidate, FactExtractor, run_extractor
 from memory_tiers.long_term.consolidate import Provenance
 from memory_tiers.long_term.store import LongTermStore
 
 logger = logging.getLogger(__name__)
+
+DEFERRED_SAVE_ATTEMPTS = 4
 
 Problem = dict[str, str]
 
@@ -114,7 +118,16 @@ class Learner:
         candidates, errors = await self.extract(turn)
         for error in errors:
             logger.warning("deferred learning for thread %s: %s", turn.ids.thread_id, error)
-        await self._store().save_turn(turn.ids.user_id, turn.provenance, candidates)
+        # Nobody waits on this save to retry it: retry transient backend errors here. The save is
+        # idempotent (observations are keyed by turn), so a retry after a lost commit is safe.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(BackendError),
+            stop=stop_after_attempt(DEFERRED_SAVE_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                await self._store().save_turn(turn.ids.user_id, turn.provenance, candidates)
 
 
 @dataclass
@@ -123,6 +136,8 @@ class _Pending:
     task: asyncio.Task[None] | None = None
     now: asyncio.Event = field(default_factory=asyncio.Event)
     started: bool = False
+    # The run of the same key this one must wait for: one thread's turns are learned in order.
+    previous: asyncio.Task[None] | None = None
 
 
 class DeferredLearning:
@@ -136,21 +151,33 @@ class DeferredLearning:
     def __init__(self, debounce: float, run: Callable[[Turn], Any]) -> None:
         self.debounce = debounce
         self._run = run
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, _Pending] = {}  # per key: the run still waiting, if any
+        self._latest: dict[str, asyncio.Task[None]] = {}  # per key: the last run submitted
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, key: str, turn: Turn) -> None:
-        """Schedule ``turn``; a run of ``key`` still waiting is cancelled and its turn merged."""
+        """Schedule ``turn``; a run of ``key`` still waiting is cancelled and its turn merged.
+        Runs of one key never overlap: each waits for the one submitted before it."""
         previous = self._pending.pop(key, None)
         if previous is not None and not previous.started:
             assert previous.task is not None
             previous.task.cancel()
             turn = previous.turn.merged_into(turn)
-        pending = _Pending(turn)
-        pending.task = asyncio.get_running_loop().create_task(self._later(key, pending))
+            after = previous.previous
+        else:
+            after = self._latest.get(key)
+        pending = _Pending(turn, previous=after)
+        task = asyncio.get_running_loop().create_task(self._later(key, pending))
+        pending.task = task
         self._pending[key] = pending
-        self._tasks.add(pending.task)
-        pending.task.add_done_callback(self._tasks.discard)
+        self._latest[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(key, done))
+
+    def _finished(self, key: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._latest.get(key) is task:
+            del self._latest[key]
 
     @property
     def pending(self) -> int:
@@ -163,10 +190,13 @@ class DeferredLearning:
         pending.started = True
         if self._pending.get(key) is pending:
             del self._pending[key]
+        if pending.previous is not None:
+            # An older turn of this thread is still being learned: its facts go first.
+            await asyncio.gather(pending.previous, return_exceptions=True)
         try:
             await self._run(pending.turn)
         except Exception:
-            logger.exception("deferred learning for %s failed", key)
+            logger.exception("deferred learning for %s failed; its facts are lost", key)
 
     async def flush(self) -> None:
         """Run every waiting job now and wait until all submitted work is done."""

@@ -100,26 +100,70 @@ async def test_recall_and_search_never_cross_users(memory_config):
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "found"),
     [
-        "'; DROP TABLE mt_facts; --",
-        'jazz" OR 1=1 OR "',
-        "jazz AND NOT NEAR(x) * ^ : & | ! <-> (",
-        "\x00\udcff" + "x" * 5000,
-        "",
+        ("'; DROP TABLE mt_facts; --", []),
+        ('jazz" OR 1=1 OR "', ["jazz music"]),
+        ("jazz AND NOT NEAR(x) * ^ : & | ! <-> (", ["jazz music"]),
+        ("\x00\udcff" + "x" * 5000, []),
+        ("", []),
     ],
 )
-async def test_hostile_message_text_is_only_ever_data(memory_config, query):
+async def test_hostile_message_text_is_only_ever_data(memory_config, query, found):
     alice = unique("alice")
     async with MemoryManager(memory_config) as manager:
         await seed(manager, alice)
         context = await manager.long_term.load_context(alice, None, query)
-        found = await manager.long_term.search_facts(alice, query)
+        searched = await manager.long_term.search_facts(alice, query)
         after = await manager.long_term.list_facts(alice)
 
     assert len(context.facts) == len(LIKES)  # k=8 > 7 facts: everything, nothing broke
-    assert all(f.value == "jazz music" for f in found)
+    assert [f.value for f in searched] == found
     assert len(after) == len(LIKES)
+
+
+async def test_one_users_ranking_does_not_depend_on_other_users_facts(memory_config):
+    alice = unique("alice")
+    query = "Any good jazz clubs around?"
+    async with MemoryManager(config_with(memory_config, k=2)) as manager:
+        await seed(manager, alice)
+        before = await manager.long_term.load_context(alice, None, query)
+        for _ in range(20):  # many others who like jazz make "jazz" a common word overall
+            await manager.long_term.add_facts(
+                unique("other"), [FactCandidate(attribute="likes", value="jazz")]
+            )
+        after = await manager.long_term.load_context(alice, None, query)
+
+    assert [f.value for f in after.facts] == [f.value for f in before.facts]
+    assert after.facts[0].value == "jazz music"
+    # one of the message's words: relevance 0.5, the same on every backend
+    assert after.facts[0].score - after.facts[1].score == pytest.approx(0.5, abs=0.01)
+
+
+async def test_search_returns_up_to_k_even_beyond_the_recall_k(memory_config):
+    alice = unique("alice")
+    async with MemoryManager(config_with(memory_config, k=1)) as manager:
+        await manager.long_term.add_facts(
+            alice, [FactCandidate(attribute="likes", value=f"jazz record {i}") for i in range(5)]
+        )
+        found = await manager.long_term.search_facts(alice, "jazz", k=3)
+
+    assert len(found) == 3
+
+
+async def test_facts_stored_before_embeddings_get_them_when_seen_again(memory_config):
+    alice = unique("alice")
+    async with MemoryManager(memory_config) as manager:
+        await seed(manager, alice)
+    async with MemoryManager(config_with(memory_config, k=1), embeddings=ConceptEmbeddings()) as manager:
+        hungry_before = await manager.long_term.load_context(alice, None, "I'm so hungry")
+        await manager.long_term.add_facts(alice, [FactCandidate(attribute="likes", value="pizza")])
+        hungry_after = await manager.long_term.load_context(alice, None, "I'm so hungry")
+
+    # Without vectors nothing gets a similarity boost (recency + confidence only, about 0.54).
+    assert hungry_before.facts[0].score == pytest.approx(0.3 + 0.3 * 0.8, abs=0.01)
+    assert [f.value for f in hungry_after.facts] == ["pizza"]
+    assert hungry_after.facts[0].score > 1.4
 
 
 async def test_semantic_recall_finds_facts_that_share_no_word_with_the_message(memory_config):

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memory_tiers.long_term.schema import MAX_FACT_VALUE
 
+MAX_SUBJECT = 128
+
 
 class FactCandidate(BaseModel):
     """A fact an extractor proposes; the long-term tier consolidates it.
@@ -22,7 +24,7 @@ class FactCandidate(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    subject: str = Field(default="user", min_length=1, max_length=128)
+    subject: str = Field(default="user", min_length=1, max_length=MAX_SUBJECT)
     attribute: str = Field(min_length=1, max_length=128, pattern=r"^[a-z][a-z0-9_.-]*$")
     value: str = Field(min_length=1, max_length=MAX_FACT_VALUE)
     cardinality: Literal["one", "many"] = "many"
@@ -41,7 +43,18 @@ class FactCandidate(BaseModel):
     @classmethod
     def _normalize_subject(cls, value: str) -> str:
         # The subject is part of a fact's key: "User" and "user" are the same person.
-        return value.casefold()
+        value = value.casefold()
+        if len(value) > MAX_SUBJECT:
+            raise ValueError(f"is longer than {MAX_SUBJECT} characters once case-folded")
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _fits_once_folded(cls, value: str) -> str:
+        # Case folding can lengthen text ("ß" -> "ss"); the folded form is stored too.
+        if len(value.casefold()) > MAX_FACT_VALUE:
+            raise ValueError(f"is longer than {MAX_FACT_VALUE} characters once case-folded")
+        return value
 
     @property
     def value_norm(self) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from memory_tiers.extractors.base import FactCandidate
+from memory_tiers.long_term.recall import search_text
 from memory_tiers.long_term.schema import fact_observations, facts
 
 # pg_advisory_xact_lock(class, key): the class keeps our locks apart from the application's.
@@ -34,12 +35,14 @@ class Provenance:
     """Where a turn's facts were observed.
 
     ``key`` identifies the observation; by default the thread and checkpoint of the turn, so a
-    replayed turn is recognised. API writes pass their own (an idempotency key).
+    replayed turn is recognised. API writes pass their own (an idempotency key); without one
+    they are not ``replayable`` and the replay check is skipped.
     """
 
     thread_id: str | None
     checkpoint_id: str | None = None
     key: str | None = None
+    replayable: bool = True
 
     def observation_key(self, message_id: str | None) -> str:
         """The key of one candidate's observation in this turn."""
@@ -68,7 +71,27 @@ def _latest_per_key(accepted: Sequence[Accepted]) -> list[Accepted]:
         key = (c.subject, c.attribute, "" if c.cardinality == "one" else c.value_norm)
         unique.pop(key, None)
         unique[key] = item
-    return list(unique.values())
+    # Two extractors may disagree on a value's cardinality: one row per value, the later wins.
+    values: dict[tuple[str, str, str], Accepted] = {}
+    for item in unique.values():
+        c = item.candidate
+        values.pop((c.subject, c.attribute, c.value_norm), None)
+        values[(c.subject, c.attribute, c.value_norm)] = item
+    return list(values.values())
+
+
+async def _already_observed(
+    conn: AsyncConnection, user_id: str, provenance: Provenance, items: Sequence[Accepted]
+) -> set[tuple[str, str, str, str]]:
+    """The (key, subject, attribute, value) observations of this turn that are stored already:
+    the turn is being replayed (a crash after the commit, then a resume)."""
+    keys = {provenance.observation_key(item.candidate.message_id) for item in items}
+    stmt = (
+        select(fact_observations.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
+        .join(facts, facts.c.id == fact_observations.c.fact_id)
+        .where(fact_observations.c.user_id == user_id, fact_observations.c.observation_key.in_(keys))
+    )
+    return {tuple(row) for row in (await conn.execute(stmt)).all()}  # type: ignore[misc]
 
 
 async def consolidate(
@@ -88,10 +111,22 @@ async def consolidate(
     items = _latest_per_key(accepted)
     if not items:
         return []
-    if dialect == "postgresql" and any(item.candidate.cardinality == "one" for item in items):
-        # Two turns giving different values of one single-valued attribute at once would each
-        # miss the other's uncommitted row and both stay current: serialize the user's writers.
+    if dialect == "postgresql":
+        # Serialize one user's writers: two turns giving different values of a single-valued
+        # attribute would each miss the other's uncommitted row and both stay current, and two
+        # saves touching the same facts in different orders would deadlock.
         await conn.execute(select(func.pg_advisory_xact_lock(_LOCK_CLASS, func.hashtext(user_id))))
+    if provenance.replayable:
+        # A replayed turn must not bring back a value a later turn has replaced.
+        seen = await _already_observed(conn, user_id, provenance, items)
+        items = [
+            item
+            for item in items
+            for c in [item.candidate]
+            if (provenance.observation_key(c.message_id), c.subject, c.attribute, c.value_norm) not in seen
+        ]
+        if not items:
+            return []
     new_ids = {
         (i.candidate.subject, i.candidate.attribute, i.candidate.value_norm): str(uuid.uuid4()) for i in items
     }
@@ -113,6 +148,7 @@ async def consolidate(
             "valid_from": now,
             "flagged": item.flagged,
             "embedding": (embeddings or {}).get(c.value_norm),
+            "search_text": search_text(c.subject, c.attribute, c.value),
         }
         for item in items
         for c in [item.candidate]
@@ -121,8 +157,19 @@ async def consolidate(
     stmt = insert.on_conflict_do_update(
         index_elements=[facts.c.user_id, facts.c.subject, facts.c.attribute, facts.c.value_norm],
         index_where=facts.c.superseded_by.is_(None),
-        set_={"updated_at": insert.excluded.updated_at},
-    ).returning(facts.c.id, facts.c.subject, facts.c.attribute, facts.c.value_norm, facts.c.cardinality)
+        # A fact stored before embeddings were configured gets its vector when seen again.
+        set_={
+            "updated_at": insert.excluded.updated_at,
+            "embedding": func.coalesce(insert.excluded.embedding, facts.c.embedding),
+        },
+    ).returning(
+        facts.c.id,
+        facts.c.subject,
+        facts.c.attribute,
+        facts.c.value_norm,
+        facts.c.cardinality,
+        facts.c.flagged,
+    )
     landed = (await conn.execute(stmt)).all()
     created = {
         row.id for row in landed if new_ids.get((row.subject, row.attribute, row.value_norm)) == row.id
@@ -131,7 +178,8 @@ async def consolidate(
 
     await _observe(conn, dialect, user_id, provenance, items, fact_of, created, now)
 
-    singles = [row for row in landed if row.cardinality == "one" and row.id in created]
+    # A flagged value is kept for review but never replaces the value it contradicts.
+    singles = [row for row in landed if row.cardinality == "one" and row.id in created and not row.flagged]
     if singles:
         # A new value of a single-valued attribute closes the old one, which stays as history.
         await conn.execute(

@@ -2,11 +2,13 @@
 
 A fact's score is a weighted sum of three scores in [0, 1]:
 
-- relevance: full-text match of the fact (subject, attribute, value) with this turn's message;
-  PostgreSQL ``ts_rank_cd`` over a GIN-indexed tsvector, SQLite FTS5 ``bm25``, both mapped to
-  [0, 1) so that one matched word scores about 0.5;
+- relevance: how many of this turn's words the fact (subject, attribute, value) contains, as
+  m / (m + 1): the same scale on every backend, and independent of other users' facts;
 - recency: 1 / (1 + age / half_life), where age is the time since the fact was last observed;
 - confidence: the fact's consolidated confidence.
+
+`search_facts` finds the facts matching a query through the full-text index (PostgreSQL
+tsvector @@ tsquery on a GIN index, SQLite FTS5) and ranks them the same way.
 
 The top k facts by score come with every pinned fact (up to ``pinned_limit``) in the same query.
 Flagged facts (instruction-shaped, see hygiene.py) are never recalled. With semantic recall on,
@@ -45,14 +47,11 @@ from sqlalchemy import (
 from memory_tiers.config import RecallConfig
 from memory_tiers.long_term.schema import facts
 
-# Raw full-text scores map to [0, 1) as s / (s + half): a fact matching one word of the message
-# scores about 0.5 on either backend (ts_rank_cd gives ~0.1 per matched word, bm25 ~2 to 4).
-PG_RANK_HALF = 0.1
-SQLITE_BM25_HALF = 2.0
 _TERM = re.compile(r"[^\W_]{2,64}")
+_WORD = re.compile(r"[^\W_]+")
 MAX_TERMS = 32
 _FTS = table("mt_facts_fts", column("rowid"))
-_RECALLED = [c for c in facts.c if c.name not in ("user_id", "embedding")]
+_RECALLED = [c for c in facts.c if c.name not in ("user_id", "embedding", "search_text")]
 
 
 def search_terms(text: str | None) -> list[str]:
@@ -70,6 +69,18 @@ def search_terms(text: str | None) -> list[str]:
         if len(seen) == MAX_TERMS:
             break
     return list(seen)
+
+
+def search_text(subject: str, attribute: str, value: str) -> str:
+    """A fact's words as stored for relevance scoring: case-folded, space-separated and padded,
+    so that ``" word "`` occurs in it exactly when the fact contains that word.
+
+    Example:
+        >>> search_text("user", "favourite_food", "Crème brûlée!")
+        ' user favourite food crème brûlée '
+    """
+    words = (m.group().casefold() for m in _WORD.finditer(fact_text(subject, attribute, value)))
+    return f" {' '.join(words)} "
 
 
 def fact_text(subject: str, attribute: str, value: str) -> str:
@@ -113,11 +124,14 @@ class RecallQuery:
             return self._select(user_id, terms, now, matching_only=False).where(false()).subquery("recall")
         return (branches[0] if len(branches) == 1 else union_all(*branches)).subquery("recall")
 
-    def ranked(self, user_id: str, text: str | None, now: datetime, *, matching_only: bool) -> Subquery:
+    def ranked(
+        self, user_id: str, text: str | None, now: datetime, *, matching_only: bool, limit: int | None = None
+    ) -> Subquery:
         """The user's current facts best-ranked for ``text`` (pinned or not), as a subquery;
-        with ``matching_only`` only those whose words match ``text``."""
+        with ``matching_only`` only those the full-text index finds for ``text``."""
         terms = search_terms(text)
-        return self._ranked(user_id, terms, now, matching_only=matching_only).limit(self._limit()).subquery()
+        stmt = self._ranked(user_id, terms, now, matching_only=matching_only)
+        return stmt.limit(max(limit or 0, self._limit())).subquery()
 
     def _limit(self) -> int:
         return self.config.semantic.candidates if self.semantic else self.config.k
@@ -142,33 +156,37 @@ class RecallQuery:
             facts.c.superseded_by.is_(None),
             facts.c.flagged.is_(False),
         )
-        if not terms:
-            return stmt.where(false()) if matching_only else stmt
-        if self.dialect == "postgresql":
-            return stmt.where(self._pg_match(terms)) if matching_only else stmt
-        matches = (
-            select(_FTS.c.rowid, func.bm25(literal_column("mt_facts_fts")).label("bm25"))
-            .where(literal_column("mt_facts_fts").op("MATCH")(self._fts_query(terms)))
-            .subquery("matches")
-        )
-        on = matches.c.rowid == literal_column("mt_facts.rowid")
-        joined = facts.join(matches, on) if matching_only else facts.outerjoin(matches, on)
-        return stmt.select_from(joined)
+        if not matching_only:
+            return stmt
+        return stmt.where(self._full_text_match(terms)) if terms else stmt.where(false())
 
-    def _pg_match(self, terms: list[str]) -> ColumnElement[bool]:
-        query = func.to_tsquery(literal_column("'simple'::regconfig"), self._tsquery(terms))
-        return literal_column("mt_facts.search_vector").op("@@")(query)
+    def _full_text_match(self, terms: list[str]) -> ColumnElement[bool]:
+        """The full-text index's answer: PostgreSQL tsvector @@ tsquery (GIN), SQLite FTS5 MATCH."""
+        if self.dialect == "postgresql":
+            query = func.to_tsquery(literal_column("'simple'::regconfig"), self._tsquery(terms))
+            return literal_column("mt_facts.search_vector").op("@@")(query)
+        matching = select(_FTS.c.rowid).where(
+            literal_column("mt_facts_fts").op("MATCH")(self._fts_query(terms))
+        )
+        return literal_column("mt_facts.rowid").in_(matching)
 
     def _relevance(self, terms: list[str]) -> ColumnElement[float]:
+        """m / (m + 1) for m of the message's words found in the fact: one word scores 0.5 on
+        every backend, and no other user's facts weigh in (as a corpus-wide bm25 would)."""
         if not terms:
             return literal(0.0, Float)
-        if self.dialect == "postgresql":
-            vector = literal_column("mt_facts.search_vector")
-            query = func.to_tsquery(literal_column("'simple'::regconfig"), self._tsquery(terms))
-            strength = func.ts_rank_cd(vector, query)
-            return case((self._pg_match(terms), strength / (strength + PG_RANK_HALF)), else_=0.0)
-        strength = func.max(-literal_column("matches.bm25", Float), 0.0)
-        return func.coalesce(strength / (strength + SQLITE_BM25_HALF), 0.0)
+        position = func.strpos if self.dialect == "postgresql" else func.instr
+        matched: Any = sum(
+            case(
+                (
+                    position(facts.c.search_text, bindparam(f"recall_t{i}", f" {term} ", type_=String)) > 0,
+                    1.0,
+                ),
+                else_=0.0,
+            )
+            for i, term in enumerate(terms)
+        )
+        return matched / (matched + 1.0)
 
     def _recency(self, now: datetime) -> ColumnElement[float]:
         half_life = self.config.recency_half_life.total_seconds()

@@ -66,7 +66,10 @@ facts = Table(
     Column("superseded_by", String(UUID_LEN)),
     Column("pinned", Boolean, nullable=False, server_default=false()),
     Column("flagged", Boolean, nullable=False, server_default=false()),
-    Column("embedding", JSON),
+    # SQL NULL (not JSON null) when absent, so an upsert can keep or fill it with COALESCE.
+    Column("embedding", JSON(none_as_null=True)),
+    # The fact's words, case-folded and space-padded, for relevance scoring (recall.search_text).
+    Column("search_text", Text, nullable=False, server_default=""),
 )
 # Full-text search columns are dialect-specific and live in migration 0002: on PostgreSQL a
 # generated ``search_vector`` tsvector with a GIN index, on SQLite the FTS5 table ``mt_facts_fts``
@@ -98,6 +101,8 @@ fact_observations = Table(
     Column("confidence", Float, nullable=False),
     Column("observed_at", DateTime(timezone=True), nullable=False),
 )
+# A replayed turn is recognised by its observation keys (consolidate._already_observed).
+Index("ix_mt_fact_observations_user_key", fact_observations.c.user_id, fact_observations.c.observation_key)
 
 threads = Table(
     "mt_threads",

@@ -21,7 +21,6 @@ from sqlalchemy import (
     ColumnElement,
     bindparam,
     case,
-    delete,
     func,
     literal_column,
     select,
@@ -32,14 +31,14 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_tiers.config import LongTermConfig, mask_url
-from memory_tiers.errors import ConfigError, InvalidIdentifierError, NotFoundError, OwnershipError
+from memory_tiers.errors import ConfigError, InvalidIdentifierError, OwnershipError
 from memory_tiers.extractors.base import FactCandidate
-from memory_tiers.ids import validate_id
 from memory_tiers.long_term import migrate
 from memory_tiers.long_term.consolidate import Accepted, Provenance, consolidate, insert_for
 from memory_tiers.long_term.engine import create_engine, long_term_url
+from memory_tiers.long_term.fact_api import FactAPI
 from memory_tiers.long_term.hygiene import looks_like_instruction
-from memory_tiers.long_term.models import Fact, LongTermContext, Observation, Profile, ThreadRecord
+from memory_tiers.long_term.models import Fact, LongTermContext, Profile, ThreadRecord
 from memory_tiers.long_term.profile_migration import (
     PROFILE_COLUMNS,
     ProfileMigrationReport,
@@ -50,7 +49,7 @@ from memory_tiers.long_term.profile_migration import (
     read_profile,
 )
 from memory_tiers.long_term.recall import RecallQuery, fact_text, rank
-from memory_tiers.long_term.schema import archives, fact_observations, facts, profiles, threads
+from memory_tiers.long_term.schema import archives, profiles, threads
 from memory_tiers.state.migrators import StateMigrator
 from memory_tiers.translate import translate_errors
 
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
 
 TIER = "long_term"
 _PROFILE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_FACT_COLUMNS = [c for c in facts.c if c.name not in ("user_id", "embedding")]
 
 
 def _now() -> datetime:
@@ -74,7 +72,7 @@ class SaveOutcome:
     rejected: list[FactCandidate]
 
 
-class LongTermStore:
+class LongTermStore(FactAPI):
     """Owner-scoped access to the long-term tables.
 
     Args:
@@ -248,16 +246,37 @@ class LongTermStore:
 
     def _profile_patch(self, accepted: Sequence[Accepted]) -> dict[str, Any]:
         """Profile keys set by this turn's facts about the user, through the configured mappings."""
-        mappings = self.config.profile.mappings
         patch: dict[str, Any] = {}
         for item in accepted:
             c = item.candidate
-            if item.flagged or c.subject != "user" or c.cardinality != "one":
-                continue
-            key = c.attribute if mappings is None else mappings.get(c.attribute)
+            key = None if item.flagged else self._profile_key(c.subject, c.attribute, c.cardinality)
             if key is not None:
                 patch[key] = c.value
         return patch
+
+    def _profile_key(self, subject: str, attribute: str, cardinality: str) -> str | None:
+        """The profile key a fact maps to (``profile.mappings``), or None."""
+        if subject != "user" or cardinality != "one":
+            return None
+        mappings = self.config.profile.mappings
+        return attribute if mappings is None else mappings.get(attribute)
+
+    async def _unset_profile_key(
+        self, conn: AsyncConnection, user_id: str, key: str, value: str, now: datetime
+    ) -> None:
+        """Remove ``key`` from the profile if it still holds ``value`` (a forgotten fact's)."""
+        if self.dialect == "postgresql":
+            document: Any = profiles.c.document.op("-")(bindparam("unset_key", key))
+            holds = profiles.c.document.op("->>")(bindparam("unset_key", key)) == value
+        else:
+            path = bindparam("unset_path", f'$."{key}"')
+            document = func.json_remove(profiles.c.document, path)
+            holds = func.json_extract(profiles.c.document, path) == value
+        await conn.execute(
+            update(profiles)
+            .where(profiles.c.user_id == user_id, holds)
+            .values(document=document, version=profiles.c.version + 1, updated_at=now)
+        )
 
     async def _touch_thread(
         self,
@@ -405,124 +424,6 @@ class LongTermStore:
             async with self.engine.begin() as conn:
                 await self._patch_profile(conn, user_id, patch, _now())
         return await self.get_profile(user_id)
-
-    async def list_facts(self, user_id: str, *, include_history: bool = False) -> list[Fact]:
-        """The user's facts, newest first; with ``include_history`` also superseded ones."""
-        stmt = select(*_FACT_COLUMNS).where(facts.c.user_id == user_id)
-        if not include_history:
-            stmt = stmt.where(facts.c.superseded_by.is_(None))
-        return await self._facts(stmt.order_by(facts.c.valid_from.desc(), facts.c.id))
-
-    async def search_facts(self, user_id: str, query: str, *, k: int | None = None) -> list[Fact]:
-        """The user's current facts matching ``query`` (full text, plus semantic similarity when
-        embeddings are configured), best first, each with its ``score``.
-
-        Example:
-            >>> import asyncio
-            >>> from memory_tiers import FactCandidate, MemoryManager
-            >>> async def main():
-            ...     async with MemoryManager({"working": {"backend": "memory"},
-            ...             "long_term": {"url": "sqlite+aiosqlite:///:memory:"}}) as m:
-            ...         await m.long_term.add_facts("ann", [FactCandidate(attribute="likes", value="jazz"),
-            ...                                             FactCandidate(attribute="likes", value="tea")])
-            ...         return [f.value for f in await m.long_term.search_facts("ann", "Any jazz tonight?")]
-            >>> asyncio.run(main())
-            ['jazz']
-        """
-        query_embedding = await self._embed_query(query)
-        recall = self._recall.ranked(user_id, query, _now(), matching_only=query_embedding is None)
-        rows = [dict(row) for row in await self._rows(select(recall))]
-        ranked = rank(
-            rows,
-            k=k or self.config.recall.k,
-            query_embedding=query_embedding,
-            weight=self.config.recall.semantic.weight,
-            pinned_first=False,
-        )
-        return [Fact.model_validate(row) for row in ranked]
-
-    async def fact_history(self, user_id: str, attribute: str, *, subject: str = "user") -> list[Fact]:
-        """Every value ``subject.attribute`` has had, oldest first, with its validity window:
-        where Alice lives now is the row without ``valid_to``, where she lived before the others."""
-        stmt = (
-            select(*_FACT_COLUMNS)
-            .where(facts.c.user_id == user_id, facts.c.subject == subject, facts.c.attribute == attribute)
-            .order_by(facts.c.valid_from, facts.c.id)
-        )
-        return await self._facts(stmt)
-
-    async def fact_observations(self, user_id: str, fact_id: str) -> list[Observation]:
-        """Each time the fact was observed: thread, checkpoint, message and confidence."""
-        stmt = (
-            select(fact_observations)
-            .where(fact_observations.c.user_id == user_id, fact_observations.c.fact_id == fact_id)
-            .order_by(fact_observations.c.observed_at, fact_observations.c.observation_key)
-        )
-        return [Observation.model_validate(dict(row)) for row in await self._rows(stmt)]
-
-    async def add_facts(
-        self,
-        user_id: str,
-        candidates: Sequence[FactCandidate],
-        *,
-        source: str = "api",
-        idempotency_key: str | None = None,
-        pinned: bool = False,
-    ) -> SaveOutcome:
-        """Store facts outside a graph turn, through the same guard and consolidation.
-
-        Args:
-            user_id: whose facts they are.
-            candidates: the facts.
-            source: recorded as the facts' provenance (in place of a thread id).
-            idempotency_key: repeat a call with the same key and nothing new is observed; without
-                one every call is a new observation (which corroborates known facts).
-            pinned: pinned facts are recalled on every turn, besides the top k.
-        """
-        validate_id(source, "source")
-        key = f"api:{source}:{idempotency_key or uuid.uuid4()}"
-        accepted, rejected = self.screen(candidates)
-        embeddings = await self._embed_facts(accepted)
-        with translate_errors(TIER, self.masked_url):
-            async with self.engine.begin() as conn:
-                ids = await consolidate(
-                    conn,
-                    self.dialect,
-                    user_id,
-                    Provenance(thread_id=source, key=key),
-                    accepted,
-                    _now(),
-                    embeddings=embeddings,
-                )
-                if pinned and ids:
-                    await conn.execute(update(facts).where(facts.c.id.in_(ids)).values(pinned=True))
-        return SaveOutcome(fact_ids=ids, rejected=rejected)
-
-    async def pin_fact(self, user_id: str, fact_id: str, pinned: bool = True) -> None:
-        """Pin a fact (recalled on every turn) or unpin it."""
-        await self._change_fact(user_id, fact_id, update(facts).values(pinned=pinned))
-
-    async def forget_fact(self, user_id: str, fact_id: str) -> None:
-        """Delete one of the user's facts and its observations. Older values it superseded stay
-        in history; forget them one by one (see `fact_history`)."""
-
-        async def delete_observations(conn: AsyncConnection) -> None:
-            await conn.execute(
-                delete(fact_observations).where(
-                    fact_observations.c.user_id == user_id, fact_observations.c.fact_id == fact_id
-                )
-            )
-
-        await self._change_fact(user_id, fact_id, delete(facts), before=delete_observations)
-
-    async def _change_fact(self, user_id: str, fact_id: str, stmt: Any, before: Any = None) -> None:
-        with translate_errors(TIER, self.masked_url):
-            async with self.engine.begin() as conn:
-                if before is not None:
-                    await before(conn)
-                result = await conn.execute(stmt.where(facts.c.user_id == user_id, facts.c.id == fact_id))
-        if result.rowcount == 0:
-            raise NotFoundError(f"user {user_id!r} has no fact {fact_id!r}")
 
     async def _rows(self, stmt: Any) -> Sequence[Any]:
         with translate_errors(TIER, self.masked_url):

@@ -61,7 +61,8 @@ def test_state_migrate_dry_run_then_for_real(project: Path) -> None:
     assert "would migrate 2 thread(s) to version 3" in dry.output
     assert real.exit_code == 0, real.output
     assert "migrated 2 thread(s) to version 3" in real.output
-    assert "threads per state version" in real.output and "3 (current)" in real.output
+    assert "threads per schema version" in real.output and "3 (current)" in real.output
+    assert "migrated 0 profile(s) to version 1" in real.output
     assert "migrated 0 thread(s)" in again.output
 
 
@@ -84,3 +85,37 @@ def test_state_migrate_reports_a_broken_chain_cleanly(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert "state: no step for 1 -> 2" in result.output
+
+
+def test_state_migrate_brings_profiles_forward_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "profile_steps.py").write_text(
+        "profile_migrators = {1: lambda doc: {'display_name': doc.pop('name', ''), **doc}}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data_dir = tmp_path / "data"
+
+    async def write_v1_profile() -> None:
+        async with MemoryManager({"data_dir": str(data_dir)}) as v1:
+            await v1.long_term.patch_profile("alice", {"name": "Ada"})
+
+    asyncio.run(write_v1_profile())
+    config = tmp_path / "memory_tiers.yaml"
+    config.write_text(
+        f"data_dir: {data_dir}\n"
+        "long_term: {profile: {version: 2, migrators: 'profile_steps:profile_migrators'}}\n"
+    )
+
+    result = CliRunner().invoke(main, ["state", "migrate", "--config", str(config)])
+
+    async def read_profile() -> dict:
+        async with MemoryManager(
+            {
+                "data_dir": str(data_dir),
+                "long_term": {"profile": {"version": 2, "migrators": "profile_steps:profile_migrators"}},
+            }
+        ) as v2:
+            return (await v2.long_term.get_profile("alice")).document
+
+    assert result.exit_code == 0, result.output
+    assert "migrated 1 profile(s) to version 2" in result.output
+    assert asyncio.run(read_profile()) == {"display_name": "Ada"}

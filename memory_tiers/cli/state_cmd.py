@@ -12,6 +12,7 @@ from rich.table import Table
 
 from memory_tiers.cli.common import build_config, config_options
 from memory_tiers.config import MemoryTiersConfig
+from memory_tiers.long_term.profile_migration import ProfileMigrationReport
 from memory_tiers.manager import MemoryManager
 from memory_tiers.state.bulk import MigrationReport, count_threads
 
@@ -20,25 +21,32 @@ FAILED_EXIT_CODE = 1
 
 async def run_migration(
     cfg: MemoryTiersConfig, *, dry_run: bool, user_id: str | None, batch_size: int, console: Console
-) -> MigrationReport:
-    """Migrate with a progress bar on ``console``."""
+) -> tuple[MigrationReport, ProfileMigrationReport | None]:
+    """Migrate threads, then profiles (all users' unless ``user_id``), with progress bars."""
     async with MemoryManager(cfg) as manager:
         total = await count_threads(manager.long_term_store, user_id)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("threads", total=total)
-            return await manager.migrate_threads(
+            threads = await manager.migrate_threads(
                 user_id=user_id,
                 dry_run=dry_run,
                 batch_size=batch_size,
                 progress=lambda n: progress.advance(task, n),
             )
+            if user_id is not None:
+                return threads, None
+            task = progress.add_task("profiles", total=None)
+            profiles = await manager.long_term.migrate_profiles(
+                dry_run=dry_run, progress=lambda n: progress.advance(task, n)
+            )
+        return threads, profiles
 
 
-def report_table(report: MigrationReport, current_version: int) -> Table:
-    """Threads per state version, before and after."""
+def report_table(report: MigrationReport | ProfileMigrationReport, current_version: int, what: str) -> Table:
+    """Threads (or profiles) per schema version, before and after."""
     after_title = "after (dry run: would be)" if report.dry_run else "after"
-    table = Table(show_header=True, header_style="bold", title="threads per state version")
+    table = Table(show_header=True, header_style="bold", title=f"{what} per schema version")
     table.add_column("version", justify="right")
     table.add_column("before", justify="right")
     table.add_column(after_title, justify="right")
@@ -50,7 +58,7 @@ def report_table(report: MigrationReport, current_version: int) -> Table:
 
 @click.group("state")
 def state_group() -> None:
-    """Versioned graph state: migrate old threads."""
+    """Versioned graph state and profiles: migrate old threads and profile documents."""
 
 
 @state_group.command("migrate")
@@ -61,30 +69,38 @@ def state_group() -> None:
 def migrate(
     config_file: Path | None, data_dir: Path | None, dry_run: bool, user_id: str | None, batch_size: int
 ) -> None:
-    """Bring every registered thread to `state.version` with `state.migrators`.
+    """Bring every registered thread to `state.version` (with `state.migrators`), then every
+    profile to `long_term.profile.version` (with `long_term.profile.migrators`).
 
-    Each thread is migrated all-or-nothing; failures are listed and leave their thread as it
-    was (exit code 1). Running it again resumes where it stopped.
+    Each thread or profile is migrated all-or-nothing; failures are listed and leave theirs as
+    they were (exit code 1). Running it again resumes where it stopped. With --user, only that
+    user's threads.
     """
     cfg = build_config(config_file, data_dir)
     console = Console()
-    report = asyncio.run(
+    threads, profiles = asyncio.run(
         run_migration(cfg, dry_run=dry_run, user_id=user_id, batch_size=batch_size, console=console)
     )
-    console.print(report_table(report, cfg.state.version))
     verb = "would migrate" if dry_run else "migrated"
-    console.print(f"{verb} {report.migrated} thread(s) to version {cfg.state.version}", soft_wrap=True)
-    if report.in_flight:
+    console.print(report_table(threads, cfg.state.version, "threads"))
+    console.print(f"{verb} {threads.migrated} thread(s) to version {cfg.state.version}", soft_wrap=True)
+    if threads.in_flight:
         console.print(
-            f"left {len(report.in_flight)} thread(s) with a run in progress for a later run: "
-            + ", ".join(report.in_flight),
+            f"left {len(threads.in_flight)} thread(s) with a run in progress for a later run: "
+            + ", ".join(threads.in_flight),
             soft_wrap=True,
         )
-    if report.failed:
+    failed = dict(threads.failed)
+    if profiles is not None:
+        version = cfg.long_term.profile.version
+        console.print(report_table(profiles, version, "profiles"))
+        console.print(f"{verb} {profiles.migrated} profile(s) to version {version}", soft_wrap=True)
+        failed |= {f"profile of {user}": error for user, error in profiles.failed.items()}
+    if failed:
         failures = Table(show_header=True, header_style="bold red", title="failed (left unchanged)")
-        failures.add_column("thread", no_wrap=True)
+        failures.add_column("what", no_wrap=True)
         failures.add_column("error", overflow="fold")
-        for thread_id, error in report.failed.items():
-            failures.add_row(thread_id, error)
+        for subject, error in failed.items():
+            failures.add_row(subject, error)
         console.print(failures)
         raise SystemExit(FAILED_EXIT_CODE)

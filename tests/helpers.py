@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from langchain_core.messages import AIMessage
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from memory_tiers import MemoryManager, MemoryState
+from memory_tiers.long_term import migrate
 
 
 def unique(prefix: str) -> str:
@@ -34,3 +38,31 @@ def turn_config(user_id: str, thread_id: str, session_id: str | None = None) -> 
     if session_id is not None:
         configurable["session_id"] = session_id
     return {"configurable": configurable}
+
+
+def migrated(url: str) -> str:
+    """Apply the long-term schema to the database at ``url`` (synchronously, outside any test
+    loop) and return the URL."""
+
+    async def upgrade() -> None:
+        engine = create_async_engine(url)
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(upgrade())
+    return url
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, error: Exception) -> None:
+    """Make the async method ``target.name`` raise ``error`` on its first call only."""
+    real = getattr(target, name)
+    failures = iter([error])
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, flaky)

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from helpers import memory_graph, turn_config, unique
+from helpers import fail_once, memory_graph, turn_config, unique
 from langchain_core.messages import HumanMessage
 
 from memory_tiers import FactCandidate, MemoryManager
@@ -64,15 +64,7 @@ async def test_corroboration_raises_confidence_and_a_replay_does_not(memory_conf
     async with MemoryManager(memory_config) as manager:
         graph = memory_graph(manager)
         # The save node crashes after long-term memory committed (the session write fails once)...
-        real_save = manager.session_store.save
-        failures = iter([ConnectionError("redis went away")])
-
-        async def flaky_save(*args, **kwargs):
-            if (error := next(failures, None)) is not None:
-                raise error
-            return await real_save(*args, **kwargs)
-
-        monkeypatch.setattr(manager.session_store, "save", flaky_save)
+        fail_once(monkeypatch, manager.session_store, "save", ConnectionError("redis went away"))
         with pytest.raises(ConnectionError):
             await graph.ainvoke({"messages": [("user", "I like jazz.")]}, config)
         [first] = await manager.long_term.list_facts(alice)
@@ -299,15 +291,7 @@ async def test_replaying_an_old_turn_never_brings_back_a_replaced_value(memory_c
     alice, first, second = unique("alice"), unique("t"), unique("t")
     async with MemoryManager(memory_config) as manager:
         graph = memory_graph(manager)
-        real_save = manager.session_store.save
-        failures = iter([ConnectionError("redis went away")])
-
-        async def flaky_save(*args, **kwargs):
-            if (error := next(failures, None)) is not None:
-                raise error
-            return await real_save(*args, **kwargs)
-
-        monkeypatch.setattr(manager.session_store, "save", flaky_save)
+        fail_once(monkeypatch, manager.session_store, "save", ConnectionError("redis went away"))
         with pytest.raises(ConnectionError):
             await graph.ainvoke({"messages": [("user", "I live in Rome.")]}, turn_config(alice, first))
         # Meanwhile another thread learns the user moved.

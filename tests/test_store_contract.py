@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import unique
+from helpers import migrated, unique
 from langgraph.store.base import (
     BaseStore,
     GetOp,
@@ -38,7 +38,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from memory_tiers.bridge import LoopBridge
 from memory_tiers.config import IdKeysConfig, StoreConfig
 from memory_tiers.errors import ConfigError, InvalidIdentifierError, UsageError
-from memory_tiers.long_term import migrate
 from memory_tiers.long_term.engine import normalize_sql_url
 from memory_tiers.long_term.schema import store_items
 from memory_tiers.store import (
@@ -52,20 +51,6 @@ from memory_tiers.store import (
 )
 
 # -- backends -------------------------------------------------------------------------------
-
-
-async def _migrate(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
-def migrated(url: str) -> str:
-    """Apply the schema (synchronously, before any test loop runs) and return the URL."""
-    asyncio.run(_migrate(url))
-    return url
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
-from helpers import unique
+from helpers import migrated, unique
 from langgraph.config import get_store
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from memory_tiers.bridge import LoopBridge
 from memory_tiers.config import IdKeysConfig, StoreConfig
 from memory_tiers.errors import InvalidIdentifierError, UsageError
-from memory_tiers.long_term import migrate
 from memory_tiers.long_term.engine import normalize_sql_url
 from memory_tiers.long_term.schema import store_items
 from memory_tiers.store import (
@@ -35,26 +34,14 @@ from memory_tiers.store import (
 )
 
 
-async def _migrate(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def sqlite_scoping_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('scoping') / 'long_term.db'}"
-    asyncio.run(_migrate(url))
-    return url
+    return migrated(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('scoping') / 'long_term.db'}")
 
 
 @pytest.fixture(scope="module")
 def postgres_scoping_url(postgres_url: str) -> str:
-    url = normalize_sql_url(postgres_url)
-    asyncio.run(_migrate(url))
-    return url
+    return migrated(normalize_sql_url(postgres_url))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

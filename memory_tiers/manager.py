@@ -35,7 +35,7 @@ from memory_tiers.nodes import MemoryNodes
 from memory_tiers.session.store import SessionStore
 from memory_tiers.sessions import SessionsAPI
 from memory_tiers.state.bulk import MigrationReport, migrate_threads
-from memory_tiers.state.checkpoints import upgrader
+from memory_tiers.state.checkpoints import WRITER_VERSION_KEY, upgrader
 from memory_tiers.state.migrators import StateMigrator, load_migrator
 from memory_tiers.store import SqlStore
 from memory_tiers.working.checkpointer import open_checkpointer, setup_checkpointer
@@ -183,11 +183,12 @@ class MemoryManager:
             claim=self._long_term_store.claim_thread,
             bridge=self.bridge,
             on_load=self._state_upgrader(saver),
+            stamp={WRITER_VERSION_KEY: cfg.state.version},
         )
 
     def _state_upgrader(self, saver: BaseCheckpointSaver[Any]) -> Any:
         migrator, version = self.state_migrator, self.config.state.version
-        if not migrator.versions and migrator.initial_version >= version:
+        if not migrator.versions and migrator.initial_version == version:
             return None  # nothing could ever be migrated: no hook, no cost
         return upgrader(saver, migrator, version)
 

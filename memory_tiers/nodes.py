@@ -25,6 +25,9 @@ from memory_tiers.state.schema import MemoryState
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
 
+# Where LangGraph puts the run's checkpointer in config['configurable'].
+CONFIG_KEY_CHECKPOINTER = "__pregel_checkpointer"
+
 Update = dict[str, Any]
 NodeImpl = Callable[[dict[str, Any], TurnIds, RunnableConfig], Awaitable[Update]]
 
@@ -152,24 +155,35 @@ class MemoryNodes:
         if context.thread_owner is not None and context.thread_owner != ids.user_id:
             raise OwnershipError(f"thread {ids.thread_id!r} belongs to another user")
         return {
-            **await self._migrated(state, ids),
+            **await self._migrated(state, ids, config),
             "profile": context.profile.document,
             "facts": [fact.model_dump(mode="json") for fact in context.facts],
         }
 
-    async def _migrated(self, state: dict[str, Any], ids: TurnIds) -> Update:
+    async def _migrated(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
         """The state's version, and what migration changes when the state is old.
 
         ``manager.checkpointer`` brings a thread forward before the graph sees it; this covers
-        graphs compiled with another checkpointer, as far as their state keys reach.
+        graphs compiled with another checkpointer (or none), as far as their state keys reach.
         """
         current = self._manager.config.state.version
         version = state.get("memory_version")
-        if not isinstance(version, int) or version >= current:
-            return {"memory_version": current if version is None else version}
-        migrated = await self._manager.state_migrator.migrate(
-            dict(state), version, current, subject=f"thread {ids.thread_id!r}"
-        )
+        if not isinstance(version, int) or version == current:
+            return {"memory_version": current}
+        subject = f"thread {ids.thread_id!r}"
+        if version > current:
+            raise StateSchemaError(
+                f"{subject} is at state version {version}, newer than this code's {current}: deploy "
+                "the newer code (state versions only move forward)"
+            )
+        checkpointer = (config.get("configurable") or {}).get(CONFIG_KEY_CHECKPOINTER)
+        if checkpointer is not None and checkpointer is self._manager.checkpointer:
+            # Our checkpointer migrates before the graph runs; an old state here would be
+            # migrated from what this graph can see, which may miss renamed keys: refuse.
+            raise StateSchemaError(
+                f"{subject} reached the load node at state version {version}, not {current}"
+            )
+        migrated = await self._manager.state_migrator.migrate(dict(state), version, current, subject=subject)
         return {key: value for key, value in migrated.items() if state.get(key) != value} | {
             "memory_version": current
         }

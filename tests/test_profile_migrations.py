@@ -363,3 +363,27 @@ async def test_a_dry_run_writes_nothing_and_reports_what_would_change(engine):
     # What the dry run predicted is what the real run does.
     real = await store.migrate_profiles()
     assert (real.migrated, real.after, real.failed) == (report.migrated, report.after, report.failed)
+
+
+async def test_forgetting_a_fact_clears_its_key_in_an_old_shaped_profile_too(engine):
+    # The v3 code maps the location fact to "home_city"; the v1 profile still calls it "city".
+    migrator = StateMigrator.from_steps(
+        {1: lambda doc: {"home_city": doc.pop("city", None), **doc}, 2: lambda doc: doc}
+    )
+    config = LongTermConfig.model_validate({"profile": {"version": 3, "mappings": {"location": "home_city"}}})
+    store = LongTermStore(engine, config, profile_migrator=migrator)
+    outcome = await store.add_facts(
+        "ann", [FactCandidate(attribute="location", value="Paris", cardinality="one")]
+    )
+    async with engine.begin() as conn:  # as if the profile had been written by the v1 code
+        await conn.execute(
+            profiles.update()
+            .where(profiles.c.user_id == "ann")
+            .values(document={"city": "Paris", "name": "Ann"}, schema_version=1)
+        )
+
+    await store.forget_fact("ann", outcome.fact_ids[0])
+
+    profile = await store.get_profile("ann")
+    assert profile.document == {"name": "Ann"}
+    assert profile.schema_version == 3

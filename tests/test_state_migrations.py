@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from helpers import turn_config, unique
 from langchain_core.messages import AIMessage
-from langgraph.types import interrupt
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.types import Command, interrupt
 from pydantic import BaseModel, ConfigDict
 
-from memory_tiers import ConfigError, MemoryManager, MemoryState
+from memory_tiers import ConfigError, MemoryManager, MemoryState, StateSchemaError
 from memory_tiers.state.checkpoints import MIGRATION_METADATA_KEY
 from memory_tiers.state.migrators import StateMigrationError, StateMigrator
 
@@ -190,25 +193,139 @@ async def test_a_dry_run_writes_nothing(tmp_path):
     assert (real.before, real.after, real.migrated) == ({1: 1}, {3: 1}, 1)
 
 
-async def test_a_thread_waiting_on_an_interrupt_is_left_for_later(tmp_path):
+async def test_a_thread_waiting_on_an_interrupt_is_migrated_and_resumes(tmp_path):
     alice, thread = unique("alice"), unique("t")
     config = {"data_dir": str(tmp_path)}
 
     def asking_agent(state: StateV1) -> dict[str, Any]:
-        answer = interrupt("shall I remember your name?")
-        return {"messages": [AIMessage(str(answer))], "name": "Ada Lovelace"}
+        if state.get("name"):
+            interrupt("shall I go on?")  # the second turn waits here
+        return {"messages": [AIMessage("hi")], "name": "Ada Lovelace"}
 
     async with MemoryManager(config) as v1:
         graph = v1.nodes.around(asking_agent, StateV1).compile(checkpointer=v1.checkpointer)
         await graph.ainvoke({"messages": [("user", "hello")]}, turn_config(alice, thread))
+        await graph.ainvoke({"messages": [("user", "again")]}, turn_config(alice, thread))
         waiting = await v1.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
     async with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
         report = await v3.migrate_threads()
-        unchanged = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+        migrated = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+        graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
+        resumed = await graph.ainvoke(Command(resume="yes"), turn_config(alice, thread))
 
     assert waiting.pending_writes  # the interrupt is a pending write of the waiting task
-    assert (report.in_flight, report.migrated, report.before, report.after) == ([thread], 0, {1: 1}, {1: 1})
-    assert unchanged.checkpoint["id"] == waiting.checkpoint["id"]
+    assert (report.migrated, report.before, report.after) == (1, {1: 1}, {3: 1})
+    # Rewritten in place: same checkpoint, its pending writes still attached.
+    assert migrated.checkpoint["id"] == waiting.checkpoint["id"]
+    assert migrated.pending_writes == waiting.pending_writes
+    assert resumed["messages"][-1].content == "Hello, Ada"
+    assert (resumed["first_name"], resumed["last_name"]) == ("Ada", "Lovelace")
+
+
+async def test_a_run_stopped_between_steps_finishes_after_migration(tmp_path):
+    alice, thread = unique("alice"), unique("t")
+    config = {"data_dir": str(tmp_path)}
+    async with MemoryManager(config) as v1:
+        graph = v1.nodes.around(v1_agent, StateV1).compile(checkpointer=v1.checkpointer)
+        await graph.ainvoke({"messages": [("user", "hello")]}, turn_config(alice, thread))
+        stopping = v1.nodes.around(v1_agent, StateV1).compile(
+            checkpointer=v1.checkpointer, interrupt_before=["agent"]
+        )
+        await stopping.ainvoke({"messages": [("user", "again")]}, turn_config(alice, thread))
+    async with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
+        graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
+        pending = (await graph.aget_state(turn_config(alice, thread))).next
+        finished = await graph.ainvoke(None, turn_config(alice, thread))
+
+    assert pending == ("agent",)
+    assert finished["messages"][-1].content == "Hello, Ada"
+
+
+async def test_concurrent_loads_of_an_old_thread_add_no_checkpoints(memory_config):
+    alice, thread = unique("alice"), unique("t")
+    await write_v1_threads(memory_config, alice, [thread])
+    async with MemoryManager(v3_config(memory_config), state_migrator=migrator()) as v3:
+        before = [c async for c in v3.checkpointer.inner.alist({"configurable": {"thread_id": thread}})]
+        graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
+        states = await asyncio.gather(*(graph.aget_state(turn_config(alice, thread)) for _ in range(4)))
+        after = [c async for c in v3.checkpointer.inner.alist({"configurable": {"thread_id": thread}})]
+
+    assert {s.values["first_name"] for s in states} == {"Ada"}
+    assert [c.checkpoint["id"] for c in after] == [c.checkpoint["id"] for c in before]
+    assert after[0].metadata[MIGRATION_METADATA_KEY] == {"from": 1, "to": 3}
+
+
+async def test_new_threads_and_graphs_without_memory_nodes_are_never_migrated(tmp_path):
+    alice = unique("alice")
+    strict = StateMigrator.from_steps({1: lambda state: {**state, "name": state.pop("missing_key")}, 2: dict})
+    async with MemoryManager(v3_config({"data_dir": str(tmp_path)}), state_migrator=strict) as v3:
+        plain = StateGraph(MessagesState)
+        plain.add_node("echo", lambda state: {"messages": [AIMessage("ok")]})
+        plain.add_edge(START, "echo")
+        graph = plain.compile(checkpointer=v3.checkpointer)
+        thread = unique("t")
+        for text in ("one", "two", "three"):
+            await graph.ainvoke({"messages": [("user", text)]}, turn_config(alice, thread))
+        history = [c async for c in v3.checkpointer.inner.alist({"configurable": {"thread_id": thread}})]
+
+    assert history and not any(MIGRATION_METADATA_KEY in c.metadata for c in history)
+
+
+async def test_a_thread_written_by_newer_code_is_refused_not_damaged(tmp_path):
+    alice, thread = unique("alice"), unique("t")
+    config = {"data_dir": str(tmp_path)}
+    await write_v1_threads(config, alice, [thread])
+    async with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
+        await v3.migrate_threads()
+        before = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+    older = {**config, "state": {"version": 2}}
+    async with MemoryManager(older, state_migrator=StateMigrator.from_steps({1: dict})) as v2:
+        graph = v2.nodes.around(v1_agent, StateV1).compile(checkpointer=v2.checkpointer)
+        with pytest.raises(StateSchemaError, match="state version 3, newer than this code's 2"):
+            await graph.ainvoke({"messages": [("user", "hi")]}, turn_config(alice, thread))
+        report = await v2.migrate_threads()
+        after = await v2.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+
+    assert list(report.failed) == [thread]
+    assert after.checkpoint == before.checkpoint
+
+
+async def test_a_run_cannot_start_from_a_checkpoint_older_than_the_migration(tmp_path):
+    alice, thread = unique("alice"), unique("t")
+    config = {"data_dir": str(tmp_path)}
+    await write_v1_threads(config, alice, [thread, unique("t")])
+    async with MemoryManager(config) as v1:
+        graph = v1.nodes.around(v1_agent, StateV1).compile(checkpointer=v1.checkpointer)
+        await graph.ainvoke({"messages": [("user", "second turn")]}, turn_config(alice, thread))
+    async with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
+        graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
+        old = [s async for s in graph.aget_state_history(turn_config(alice, thread))][-2]
+        fork = {"configurable": {**old.config["configurable"], "user_id": alice}}
+        with pytest.raises(StateSchemaError, match="runs can start only from checkpoints at the current"):
+            await graph.ainvoke({"messages": [("user", "from the past")]}, fork)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_migration_on_the_other_checkpointers(backend, tmp_path, request):
+    alice, thread = unique("alice"), unique("t")
+    config: dict[str, Any] = {"data_dir": str(tmp_path)}
+    clients: dict[str, Any] = {}
+    if backend == "redis":
+        config["working"] = {"backend": "redis", "url": request.getfixturevalue("redis_stack_url")}
+    else:
+        clients["checkpointer"] = InMemorySaver()  # shared by the v1 and the v3 manager
+    async with MemoryManager(config, **clients) as v1:
+        v1_graph = v1.nodes.around(v1_agent, StateV1).compile(checkpointer=v1.checkpointer)
+        await v1_graph.ainvoke({"messages": [("user", "hello")]}, turn_config(alice, thread))
+    async with MemoryManager(v3_config(config), state_migrator=migrator(), **clients) as v3:
+        graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
+        result = await graph.ainvoke({"messages": [("user", "again")]}, turn_config(alice, thread))
+        again = await graph.ainvoke({"messages": [("user", "and again")]}, turn_config(alice, thread))
+        latest = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
+
+    assert result["messages"][-1].content == again["messages"][-1].content == "Hello, Ada"
+    assert "name" not in latest.checkpoint["channel_values"]
+    assert latest.checkpoint["channel_values"]["memory_version"] == 3
 
 
 def test_sync_graphs_are_migrated_too(tmp_path):

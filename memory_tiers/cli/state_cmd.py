@@ -38,7 +38,7 @@ async def run_migration(
                 return threads, None
             task = progress.add_task("profiles", total=None)
             profiles = await manager.long_term.migrate_profiles(
-                dry_run=dry_run, progress=lambda n: progress.advance(task, n)
+                dry_run=dry_run, batch_size=batch_size, progress=lambda n: progress.advance(task, n)
             )
         return threads, profiles
 
@@ -84,12 +84,6 @@ def migrate(
     verb = "would migrate" if dry_run else "migrated"
     console.print(report_table(threads, cfg.state.version, "threads"))
     console.print(f"{verb} {threads.migrated} thread(s) to version {cfg.state.version}", soft_wrap=True)
-    if threads.in_flight:
-        console.print(
-            f"left {len(threads.in_flight)} thread(s) with a run in progress for a later run: "
-            + ", ".join(threads.in_flight),
-            soft_wrap=True,
-        )
     failed = dict(threads.failed)
     if profiles is not None:
         version = cfg.long_term.profile.version

@@ -264,7 +264,11 @@ class LongTermStore(FactAPI):
     async def _unset_profile_key(
         self, conn: AsyncConnection, user_id: str, key: str, value: str, now: datetime
     ) -> None:
-        """Remove ``key`` from the profile if it still holds ``value`` (a forgotten fact's)."""
+        """Remove ``key`` from the profile if it still holds ``value`` (a forgotten fact's).
+        ``key`` is in the current shape, so an older-shaped profile is brought forward first."""
+        await bring_forward(
+            conn, self.profile_migrator, self.profile_version, user_id, await read_profile(conn, user_id)
+        )
         if self.dialect == "postgresql":
             document: Any = profiles.c.document.op("-")(bindparam("unset_key", key))
             holds = profiles.c.document.op("->>")(bindparam("unset_key", key)) == value

@@ -12,10 +12,11 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import func, select
 
+from memory_tiers.errors import StateSchemaError
 from memory_tiers.long_term.schema import threads
 from memory_tiers.long_term.store import TIER, LongTermStore
-from memory_tiers.state.checkpoints import can_migrate, plan_upgrade, state_version, upgrade_checkpoint
-from memory_tiers.state.migrators import StateMigrationError, StateMigrator
+from memory_tiers.state.checkpoints import check_not_newer, plan_upgrade, state_version, upgrade_checkpoint
+from memory_tiers.state.migrators import StateMigrator
 from memory_tiers.translate import translate_errors
 
 
@@ -27,8 +28,8 @@ class MigrationReport:
         before: threads per state version before the run.
         after: threads per state version after it (for a dry run: what it would leave).
         migrated: threads brought forward (for a dry run: that would be).
-        failed: thread id -> why it was left as it was.
-        in_flight: threads with a run in progress (pending writes), left for a later run.
+        failed: thread id -> why it was left as it was (a failing step or validation, or a
+            state newer than this code).
         dry_run: whether anything was written.
     """
 
@@ -36,7 +37,6 @@ class MigrationReport:
     after: Counter[int] = field(default_factory=Counter)
     migrated: int = 0
     failed: dict[str, str] = field(default_factory=dict)
-    in_flight: list[str] = field(default_factory=list)
     dry_run: bool = False
 
 
@@ -109,17 +109,15 @@ async def _migrate_one(
 ) -> int:
     """Migrate one thread; returns the version it is left at."""
     version = state_version(tup, migrator.initial_version)
-    if version >= current_version:
-        return version
-    if not can_migrate(tup):
-        report.in_flight.append(thread_id)
+    if version == current_version:
         return version
     try:
+        check_not_newer(tup, migrator, current_version)
         if report.dry_run:
             await plan_upgrade(saver, tup, migrator, current_version)
         else:
             await upgrade_checkpoint(saver, tup, migrator, current_version)
-    except StateMigrationError as exc:
+    except StateSchemaError as exc:
         report.failed[thread_id] = str(exc)
         return version
     report.migrated += 1

@@ -1,28 +1,31 @@
 """Bringing a thread's checkpoint forward to the current state version.
 
 The migration works on the checkpoint itself, not inside a node: a renamed or dropped key may
-no longer be a channel of the new graph, so a node would never see it. The migrated state is
-written as a new checkpoint, child of the old one (like ``graph.update_state``), in one
-``put``: the thread either moves forward whole or stays exactly as it was, and the work is done
-once per thread. The old checkpoint stays in the thread's history.
+no longer be a channel of the new graph, so a node would never see it. The latest checkpoint is
+rewritten in place (same id, same parent, new channel versions for what changed) in one
+``put``: the thread either moves forward whole or stays exactly as it was, pending writes
+(an interrupt waiting for its answer, a failed task) stay attached to it, a turn written
+meanwhile stays newer, and two workers migrating at once write the same thing.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, copy_checkpoint
-from langgraph.checkpoint.base.id import uuid6
 
+from memory_tiers.context import RUNTIME_KEY
+from memory_tiers.errors import StateSchemaError
 from memory_tiers.state.migrators import StateMigrator
 
 VERSION_KEY = "memory_version"
 MIGRATION_METADATA_KEY = "memory_tiers_migration"
+# Every checkpoint manager.checkpointer writes records the state version of the code writing it.
+WRITER_VERSION_KEY = "memory_tiers_state_version"
 
 
 def is_state_key(channel: str) -> bool:
@@ -31,9 +34,26 @@ def is_state_key(channel: str) -> bool:
 
 
 def state_version(tup: CheckpointTuple, initial_version: int) -> int:
-    """The state version a checkpoint holds (``initial_version`` when it records none)."""
-    version = tup.checkpoint["channel_values"].get(VERSION_KEY)
-    return version if isinstance(version, int) and not isinstance(version, bool) else initial_version
+    """The state version a checkpoint holds: its ``memory_version``, else the version the code
+    that wrote it stamped in its metadata, else ``initial_version`` (written before memory_tiers)."""
+    for version in (
+        tup.checkpoint["channel_values"].get(VERSION_KEY),
+        (tup.metadata or {}).get(WRITER_VERSION_KEY),
+    ):
+        if isinstance(version, int) and not isinstance(version, bool):
+            return version
+    return initial_version
+
+
+def check_not_newer(tup: CheckpointTuple, migrator: StateMigrator, current_version: int) -> None:
+    """Refuse a thread written by newer code: this code would drop the keys it does not know."""
+    version = state_version(tup, migrator.initial_version)
+    if version > current_version:
+        thread_id = (tup.config.get("configurable") or {}).get("thread_id")
+        raise StateSchemaError(
+            f"thread {thread_id!r} is at state version {version}, newer than this code's "
+            f"{current_version}: deploy the newer code (state versions only move forward)"
+        )
 
 
 def upgrader(
@@ -43,21 +63,36 @@ def upgrader(
     loaded; a checkpoint asked for by id (history, time travel) is returned as it is."""
 
     async def on_load(config: RunnableConfig, tup: CheckpointTuple) -> CheckpointTuple:
-        if (config.get("configurable") or {}).get("checkpoint_id"):
+        configurable = config.get("configurable") or {}
+        if configurable.get("checkpoint_id") or not can_migrate(tup):
+            refuse_running_from_old(configurable, tup, migrator, current_version)
             return tup
-        if state_version(tup, migrator.initial_version) >= current_version:
+        check_not_newer(tup, migrator, current_version)
+        if state_version(tup, migrator.initial_version) == current_version:
             return tup
         return await upgrade_checkpoint(saver, tup, migrator, current_version)
 
     return on_load
 
 
+def refuse_running_from_old(
+    configurable: Mapping[str, Any], tup: CheckpointTuple, migrator: StateMigrator, current_version: int
+) -> None:
+    """A checkpoint asked for by id is shown as it was; but a graph run starting from an older
+    one (time travel past a migration) would lose what the new graph cannot see: refuse it."""
+    in_run = RUNTIME_KEY in configurable
+    if in_run and can_migrate(tup) and state_version(tup, migrator.initial_version) != current_version:
+        thread_id = configurable.get("thread_id")
+        raise StateSchemaError(
+            f"thread {thread_id!r}: checkpoint {tup.checkpoint['id']!r} is at state version "
+            f"{state_version(tup, migrator.initial_version)}, not {current_version}; runs can start "
+            "only from checkpoints at the current version (the latest is migrated when loaded)"
+        )
+
+
 def can_migrate(tup: CheckpointTuple) -> bool:
-    """Root-graph checkpoints with no run in flight: pending writes belong to tasks whose ids
-    derive from the checkpoint id, so moving them to a new checkpoint would orphan them. Such a
-    thread is migrated at its first load after the run finishes."""
-    configurable = tup.config.get("configurable") or {}
-    return not configurable.get("checkpoint_ns") and not tup.pending_writes
+    """Root-graph checkpoints; a subgraph's own checkpoints keep their shape (see the docs)."""
+    return not (tup.config.get("configurable") or {}).get("checkpoint_ns")
 
 
 @dataclass(frozen=True)
@@ -103,19 +138,12 @@ async def plan_upgrade(
     for key in removed:
         versions.pop(key, None)
     channel_values = {k: v for k, v in values.items() if not is_state_key(k)} | migrated
-    step = int((tup.metadata or {}).get("step", -1)) + 1
-    checkpoint.update(
-        id=str(uuid6(clock_seq=step)),
-        ts=datetime.now(UTC).isoformat(),
-        channel_values=channel_values,
-        channel_versions=versions,
-        updated_channels=sorted(changed),
-    )
+    # Same id and timestamp: the checkpoint is rewritten in place. updated_channels is kept as
+    # it was, because LangGraph reads from it which nodes run next.
+    checkpoint.update(channel_values=channel_values, channel_versions=versions)
     metadata = {
         **dict(tup.metadata or {}),
-        "source": "update",
-        "step": step,
-        "parents": {},
+        WRITER_VERSION_KEY: current_version,
         MIGRATION_METADATA_KEY: {"from": from_version, "to": current_version},
     }
     return Upgrade(checkpoint, metadata, new_versions, from_version)
@@ -127,17 +155,24 @@ async def upgrade_checkpoint(
     migrator: StateMigrator,
     current_version: int,
 ) -> CheckpointTuple:
-    """Write the migrated checkpoint (if the thread is old) and return it as the latest."""
+    """Rewrite the checkpoint migrated (if the thread is old) and return it."""
     if not can_migrate(tup):
         return tup
     upgrade = await plan_upgrade(saver, tup, migrator, current_version)
     if upgrade is None:
         return tup
-    config = await saver.aput(tup.config, upgrade.checkpoint, upgrade.metadata, upgrade.new_versions)  # type: ignore[arg-type]
+    # put() records the config's checkpoint as the parent: give it the original parent.
+    configurable = dict(tup.config["configurable"])
+    configurable.pop("checkpoint_id", None)
+    if tup.parent_config is not None:
+        configurable["checkpoint_id"] = tup.parent_config["configurable"]["checkpoint_id"]
+    await saver.aput(
+        {"configurable": configurable}, upgrade.checkpoint, upgrade.metadata, upgrade.new_versions
+    )  # type: ignore[arg-type]
     return CheckpointTuple(
-        config=config,
+        config=tup.config,
         checkpoint=upgrade.checkpoint,  # type: ignore[arg-type]
         metadata=upgrade.metadata,  # type: ignore[arg-type]
-        parent_config=tup.config,
-        pending_writes=[],
+        parent_config=tup.parent_config,
+        pending_writes=tup.pending_writes,
     )

@@ -108,6 +108,11 @@ class StateMigrator:
         Raises:
             ConfigError: naming each missing step, or a step beyond the current version.
         """
+        if current_version < self.initial_version:
+            raise ConfigError(
+                f"state migrators: the current version {current_version} is below the initial "
+                f"version {self.initial_version}"
+            )
         missing = [v for v in range(self.initial_version, current_version) if v not in self._steps]
         if missing:
             steps = ", ".join(f"{v} -> {v + 1}" for v in missing)

@@ -13,7 +13,7 @@ the current state version (see memory_tiers/state/checkpoints.py) before LangGra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from cachetools import TTLCache
@@ -60,10 +60,12 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         claim: ThreadClaim,
         bridge: LoopBridge,
         on_load: LoadHook | None = None,
+        stamp: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(serde=inner.serde)
         self.inner = inner
         self._on_load = on_load
+        self._stamp = dict(stamp or {})
         self._keys = keys
         self._owner_of = owner_of
         self._claim = claim
@@ -100,6 +102,12 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
             raise OwnershipError(f"thread {thread_id!r} belongs to another user")
         self._confirmed[thread_id] = user_id
 
+    def _stamped(self, config: RunnableConfig, metadata: CheckpointMetadata) -> CheckpointMetadata:
+        """A run's checkpoints record what wrote them (the state version), for migrations."""
+        if not self._stamp or self._ids(config) is None:
+            return metadata
+        return {**metadata, **self._stamp}  # type: ignore[typeddict-item]
+
     def _check_sync(self, config: RunnableConfig, *, claim: bool) -> None:
         if self._ids(config) is not None:
             self._bridge.run(self._check(config, claim=claim))
@@ -134,7 +142,7 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         await self._check(config, claim=True)
-        return await self.inner.aput(config, checkpoint, metadata, new_versions)
+        return await self.inner.aput(config, checkpoint, self._stamped(config, metadata), new_versions)
 
     async def aput_writes(
         self,
@@ -179,7 +187,7 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         self._check_sync(config, claim=True)
-        return self.inner.put(config, checkpoint, metadata, new_versions)
+        return self.inner.put(config, checkpoint, self._stamped(config, metadata), new_versions)
 
     def put_writes(
         self,

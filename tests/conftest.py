@@ -87,3 +87,13 @@ def memory_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, o
             long_term={"url": database},
         )
     return config
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An async SQLAlchemy URL of an empty database: a SQLite file, or a fresh PostgreSQL one."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'long_term.db'}"
+    from memory_tiers.long_term.engine import normalize_sql_url
+
+    return normalize_sql_url(request.getfixturevalue("fresh_postgres_url"))

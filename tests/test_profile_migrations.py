@@ -24,7 +24,6 @@ from memory_tiers.config import LongTermConfig
 from memory_tiers.errors import ConfigError
 from memory_tiers.long_term import migrate
 from memory_tiers.long_term.consolidate import Provenance
-from memory_tiers.long_term.engine import normalize_sql_url
 from memory_tiers.long_term.schema import profiles
 from memory_tiers.long_term.store import LongTermStore
 from memory_tiers.state.migrators import StateMigrationError, StateMigrator
@@ -66,13 +65,9 @@ def v3_store(engine: AsyncEngine, migrator: StateMigrator | None = None) -> Long
     return LongTermStore(engine, v3_config(), profile_migrator=migrator or StateMigrator.from_steps(STEPS))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def engine(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'profiles.db'}"
-    else:
-        url = normalize_sql_url(request.getfixturevalue("fresh_postgres_url"))
-    engine = create_async_engine(url)
+@pytest.fixture
+async def engine(empty_sql_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(empty_sql_url)
     await migrate.upgrade(engine)
     yield engine
     await engine.dispose()

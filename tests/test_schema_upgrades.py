@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from memory_tiers import FactCandidate
 from memory_tiers.config import IdKeysConfig, StoreConfig
 from memory_tiers.long_term import migrate
-from memory_tiers.long_term.engine import normalize_sql_url
 from memory_tiers.long_term.store import LongTermStore
 from memory_tiers.store import SqlStore
 
@@ -90,13 +89,9 @@ async def seed_0003(engine: AsyncEngine, user: str) -> None:
 SEEDS = {"0001": seed_0001, "0002": seed_0002, "0003": seed_0003}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def empty_engine(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'upgrade.db'}"
-    else:
-        url = normalize_sql_url(request.getfixturevalue("fresh_postgres_url"))
-    engine = create_async_engine(url)
+@pytest.fixture
+async def empty_engine(empty_sql_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(empty_sql_url)
     yield engine
     await engine.dispose()
 

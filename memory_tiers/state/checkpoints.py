@@ -102,7 +102,6 @@ class Upgrade:
     checkpoint: dict[str, Any]
     metadata: dict[str, Any]
     new_versions: dict[str, Any]
-    from_version: int
 
 
 async def plan_upgrade(
@@ -146,7 +145,7 @@ async def plan_upgrade(
         WRITER_VERSION_KEY: current_version,
         MIGRATION_METADATA_KEY: {"from": from_version, "to": current_version},
     }
-    return Upgrade(checkpoint, metadata, new_versions, from_version)
+    return Upgrade(checkpoint, metadata, new_versions)
 
 
 async def upgrade_checkpoint(

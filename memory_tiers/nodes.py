@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AnyMessage, convert_to_messages
-from langchain_core.runnables import RunnableConfig, RunnableLambda
-from langgraph.graph import END, START, StateGraph
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langgraph.graph import END, START, StateGraph, add_messages
 
 from memory_tiers.context import TurnIds, resolve_ids
 from memory_tiers.errors import InvalidIdentifierError, OwnershipError, StateSchemaError
@@ -118,6 +118,60 @@ class MemoryNodes:
         builder.add_edge(name, "save_memory")
         builder.add_edge("save_memory", END)
         return builder
+
+    def wrap(self, agent: Any, *, name: str = "agent") -> RunnableLambda[Any, Update]:
+        """One node that loads memory, runs ``agent``, then saves: the three in one LangGraph
+        super-step, so a turn writes one checkpoint instead of three.
+
+        The agent sees the state with memory loaded (``session``, ``profile``, ``facts``) and
+        returns its update as usual; the save sees the agent's messages and session. Use it in
+        place of the ``load -> agent -> save`` chain when a turn's cost matters; the separate
+        nodes stay for graphs that need other nodes between them.
+
+        Args:
+            agent: a function (sync or async, taking ``state`` and optionally ``config``) or a
+                runnable, returning a dict update.
+            name: the node's name.
+
+        Example:
+            >>> from langchain_core.messages import AIMessage
+            >>> from memory_tiers import MemoryManager
+            >>> manager = MemoryManager({"working": {"backend": "memory"}})
+            >>> node = manager.nodes.wrap(lambda state: {"messages": [AIMessage("hi")]})
+            >>> node.name
+            'agent'
+        """
+        runnable = agent if isinstance(agent, Runnable) else RunnableLambda(agent)
+        manager = self._manager
+
+        def merged(state: dict[str, Any], loaded: Update, agent_update: Any) -> dict[str, Any]:
+            if not isinstance(agent_update, dict):
+                raise StateSchemaError(
+                    f"{name}: the agent returned {type(agent_update).__name__}, not a dict"
+                )
+            combined = {**state, **loaded, **agent_update}
+            combined["messages"] = add_messages(state["messages"], agent_update.get("messages") or [])
+            return combined
+
+        async def run_async(state: dict[str, Any], config: RunnableConfig) -> Update:
+            _messages(state, name)
+            ids = resolve_ids(config, manager.config.ids)
+            loaded = await self._load(state, ids, config)
+            agent_update = await runnable.ainvoke({**state, **loaded}, config)
+            saved = await self._save(merged(state, loaded, agent_update), ids, config)
+            return {**loaded, **agent_update, **saved}
+
+        def run_sync(state: dict[str, Any], config: RunnableConfig) -> Update:
+            _messages(state, name)
+            ids = resolve_ids(config, manager.config.ids)
+            loaded = manager.bridge.run(self._load(state, ids, config))
+            agent_update = runnable.invoke(
+                {**state, **loaded}, config
+            )  # the agent runs here, not on our loop
+            saved = manager.bridge.run(self._save(merged(state, loaded, agent_update), ids, config))
+            return {**loaded, **agent_update, **saved}
+
+        return RunnableLambda(run_sync, afunc=run_async, name=name)
 
     def _node(self, name: str, impl: NodeImpl) -> RunnableLambda[Any, Update]:
         manager = self._manager

@@ -1,0 +1,78 @@
+"""``manager.nodes.wrap(agent)``: memory around the agent in one super-step, one checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helpers import echo_agent, memory_graph, turn_config, unique
+from langgraph.graph import END, START, StateGraph
+
+from memory_tiers import MemoryManager, MemoryState, OwnershipError, StateSchemaError
+
+
+def wrapped_graph(manager: MemoryManager, agent: Any = echo_agent) -> Any:
+    builder = StateGraph(MemoryState)
+    builder.add_node("agent", manager.nodes.wrap(agent))
+    builder.add_edge(START, "agent")
+    builder.add_edge("agent", END)
+    return builder.compile(checkpointer=manager.checkpointer)
+
+
+async def checkpoints(graph: Any, config: dict[str, Any]) -> int:
+    return len([s async for s in graph.aget_state_history(config)])
+
+
+async def test_the_wrapped_agent_remembers_like_the_three_node_graph(memory_config):
+    alice, bob = unique("alice"), unique("bob")
+    async with MemoryManager(memory_config) as manager:
+        wrapped, chained = wrapped_graph(manager), memory_graph(manager)
+        results = {}
+        for name, graph in (("wrapped", wrapped), ("chained", chained)):
+            user = f"{alice}-{name}"
+            first, second, session = unique("t"), unique("t"), unique("s")
+            await graph.ainvoke(
+                {"messages": [("user", "Hi, I'm Alice. I live in Paris.")]}, turn_config(user, first)
+            )
+            turn2 = await graph.ainvoke(
+                {"messages": [("user", "Hello?")]}, turn_config(user, second, session)
+            )
+            turn3 = await graph.ainvoke(
+                {"messages": [("user", "Me again")]}, turn_config(user, second, session)
+            )
+            facts = await manager.long_term.list_facts(user)
+            results[name] = (
+                turn2["messages"][-1].content,
+                turn2["profile"],
+                turn3["session"],
+                sorted((f.attribute, f.value) for f in facts),
+                turn3["memory_cursor"] == turn3["messages"][-1].id,
+                await checkpoints(graph, turn_config(user, second)),
+            )
+        with pytest.raises(OwnershipError):
+            await wrapped.ainvoke({"messages": [("user", "hi")]}, turn_config(bob, second))
+
+    wrapped_result, chained_result = results["wrapped"], results["chained"]
+    assert wrapped_result[:5] == chained_result[:5]
+    assert wrapped_result[0] == "Hello Alice"
+    assert wrapped_result[3] == [("location", "Paris"), ("name", "Alice")]
+    # One checkpoint per super-step: the chain's load and save nodes cost two more per turn.
+    assert chained_result[5] - wrapped_result[5] == 2 * 2
+
+
+def test_the_wrapped_agent_serves_sync_graphs(memory_config):
+    alice, thread = unique("alice"), unique("t")
+    with MemoryManager(memory_config) as manager:
+        graph = wrapped_graph(manager)
+        graph.invoke({"messages": [("user", "My name is Alice.")]}, turn_config(alice, thread))
+        result = graph.invoke({"messages": [("user", "Hi")]}, turn_config(alice, thread))
+
+    assert result["messages"][-1].content == "Hello Alice"
+    assert result["session"] == {"turns": 2}
+
+
+async def test_an_agent_that_returns_no_dict_is_a_clear_error(tmp_path):
+    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
+        graph = wrapped_graph(manager, lambda state: "not an update")
+        with pytest.raises(StateSchemaError, match="the agent returned str, not a dict"):
+            await graph.ainvoke({"messages": [("user", "hi")]}, turn_config("alice", "t1"))

@@ -61,8 +61,9 @@ class FactAPI:
         """
         k = k or self.config.recall.k
         query_embedding = await self._embed_query(query)
-        recall = self._recall.ranked(user_id, query, _now(), matching_only=query_embedding is None, limit=k)
-        rows = [dict(row) for row in await self._rows(select(recall))]
+        n_terms, params = self._recall.params(user_id, query, _now())
+        recall = self._recall.ranked(n_terms, matching_only=query_embedding is None, limit=k)
+        rows = [dict(row) for row in await self._rows(select(recall), params)]
         ranked = rank(
             rows,
             k=k,

@@ -18,6 +18,7 @@ in Python before the top k are kept.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -98,18 +99,35 @@ def cosine(left: Sequence[float], right: Sequence[float]) -> float:
 
 
 class RecallQuery:
-    """Builds the recall subquery for one dialect and configuration."""
+    """Builds the recall statements for one dialect and configuration.
+
+    Statements take every value as a bound parameter (`params`), so each shape (how many search
+    terms) is built once and reused: building SQLAlchemy expressions per turn costs more than
+    the query itself.
+    """
 
     def __init__(self, dialect: str, config: RecallConfig, *, semantic: bool = False) -> None:
         self.dialect = dialect
         self.config = config
         self.semantic = semantic
+        self.subquery = functools.cache(self._subquery)
+        self.ranked = functools.cache(self._ranked_subquery)
 
-    def subquery(self, user_id: str, text: str | None, now: datetime) -> Subquery:
-        """Pinned facts and the best-ranked others, as one subquery with a ``score`` column."""
+    def params(self, user_id: str, text: str | None, now: datetime) -> tuple[int, dict[str, Any]]:
+        """How many search terms ``text`` has (the statement's shape), and the bound values."""
         terms = search_terms(text)
-        ranked = self._ranked(user_id, terms, now, matching_only=False).where(facts.c.pinned.is_(False))
-        pinned = self._select(user_id, terms, now, matching_only=False).where(facts.c.pinned.is_(True))
+        at: Any = now if self.dialect == "postgresql" else now.strftime("%Y-%m-%d %H:%M:%S.%f")
+        values: dict[str, Any] = {"recall_user": user_id, "recall_now": at}
+        values |= {f"recall_t{i}": f" {term} " for i, term in enumerate(terms)}
+        if terms:
+            joined = " | ".join(f"'{t}'" for t in terms) if self.dialect == "postgresql" else None
+            values["recall_terms"] = joined or " OR ".join(f'"{t}"' for t in terms)
+        return len(terms), values
+
+    def _subquery(self, n_terms: int) -> Subquery:
+        """Pinned facts and the best-ranked others, as one subquery with a ``score`` column."""
+        ranked = self._ranked(n_terms, matching_only=False).where(facts.c.pinned.is_(False))
+        pinned = self._select(n_terms, matching_only=False).where(facts.c.pinned.is_(True))
         pinned = pinned.order_by(facts.c.updated_at.desc(), facts.c.id)
         # Each branch keeps its own ORDER BY/LIMIT by being a subquery of the union.
         branches = [
@@ -121,91 +139,73 @@ class RecallQuery:
             if n > 0
         ]
         if not branches:
-            return self._select(user_id, terms, now, matching_only=False).where(false()).subquery("recall")
+            return self._select(n_terms, matching_only=False).where(false()).subquery("recall")
         return (branches[0] if len(branches) == 1 else union_all(*branches)).subquery("recall")
 
-    def ranked(
-        self, user_id: str, text: str | None, now: datetime, *, matching_only: bool, limit: int | None = None
-    ) -> Subquery:
-        """The user's current facts best-ranked for ``text`` (pinned or not), as a subquery;
-        with ``matching_only`` only those the full-text index finds for ``text``."""
-        terms = search_terms(text)
-        stmt = self._ranked(user_id, terms, now, matching_only=matching_only)
+    def _ranked_subquery(self, n_terms: int, *, matching_only: bool, limit: int | None = None) -> Subquery:
+        """The user's current facts best-ranked (pinned or not), as a subquery; with
+        ``matching_only`` only those the full-text index finds for the terms."""
+        stmt = self._ranked(n_terms, matching_only=matching_only)
         return stmt.limit(max(limit or 0, self._limit())).subquery()
 
     def _limit(self) -> int:
         return self.config.semantic.candidates if self.semantic else self.config.k
 
-    def _ranked(self, user_id: str, terms: list[str], now: datetime, *, matching_only: bool) -> Select[Any]:
-        return self._select(user_id, terms, now, matching_only=matching_only).order_by(
+    def _ranked(self, n_terms: int, *, matching_only: bool) -> Select[Any]:
+        return self._select(n_terms, matching_only=matching_only).order_by(
             literal_column("score").desc(), facts.c.updated_at.desc(), facts.c.id
         )
 
-    def _select(self, user_id: str, terms: list[str], now: datetime, *, matching_only: bool) -> Select[Any]:
+    def _select(self, n_terms: int, *, matching_only: bool) -> Select[Any]:
         weights = self.config.weights
         score = (
-            self._relevance(terms) * weights.relevance
-            + self._recency(now) * weights.recency
+            self._relevance(n_terms) * weights.relevance
+            + self._recency() * weights.recency
             + facts.c.confidence * weights.confidence
         )
         columns: list[Any] = [*_RECALLED, score.label("score")]
         if self.semantic:
             columns.append(facts.c.embedding)
         stmt = select(*columns).where(
-            facts.c.user_id == user_id,
+            facts.c.user_id == bindparam("recall_user", type_=String),
             facts.c.superseded_by.is_(None),
             facts.c.flagged.is_(False),
         )
         if not matching_only:
             return stmt
-        return stmt.where(self._full_text_match(terms)) if terms else stmt.where(false())
+        return stmt.where(self._full_text_match()) if n_terms else stmt.where(false())
 
-    def _full_text_match(self, terms: list[str]) -> ColumnElement[bool]:
+    def _full_text_match(self) -> ColumnElement[bool]:
         """The full-text index's answer: PostgreSQL tsvector @@ tsquery (GIN), SQLite FTS5 MATCH."""
+        terms = bindparam("recall_terms", type_=String)
         if self.dialect == "postgresql":
-            query = func.to_tsquery(literal_column("'simple'::regconfig"), self._tsquery(terms))
+            query = func.to_tsquery(literal_column("'simple'::regconfig"), terms)
             return literal_column("mt_facts.search_vector").op("@@")(query)
-        matching = select(_FTS.c.rowid).where(
-            literal_column("mt_facts_fts").op("MATCH")(self._fts_query(terms))
-        )
+        matching = select(_FTS.c.rowid).where(literal_column("mt_facts_fts").op("MATCH")(terms))
         return literal_column("mt_facts.rowid").in_(matching)
 
-    def _relevance(self, terms: list[str]) -> ColumnElement[float]:
+    def _relevance(self, n_terms: int) -> ColumnElement[float]:
         """m / (m + 1) for m of the message's words found in the fact: one word scores 0.5 on
         every backend, and no other user's facts weigh in (as a corpus-wide bm25 would)."""
-        if not terms:
+        if not n_terms:
             return literal(0.0, Float)
         position = func.strpos if self.dialect == "postgresql" else func.instr
         matched: Any = sum(
-            case(
-                (
-                    position(facts.c.search_text, bindparam(f"recall_t{i}", f" {term} ", type_=String)) > 0,
-                    1.0,
-                ),
-                else_=0.0,
-            )
-            for i, term in enumerate(terms)
+            case((position(facts.c.search_text, bindparam(f"recall_t{i}", type_=String)) > 0, 1.0), else_=0.0)
+            for i in range(n_terms)
         )
         return matched / (matched + 1.0)
 
-    def _recency(self, now: datetime) -> ColumnElement[float]:
+    def _recency(self) -> ColumnElement[float]:
         half_life = self.config.recency_half_life.total_seconds()
         if self.dialect == "postgresql":
-            at = bindparam("recall_now", now, type_=DateTime(timezone=True))
+            at = bindparam("recall_now", type_=DateTime(timezone=True))
             age = func.greatest(extract("epoch", at - facts.c.updated_at), 0.0)
         else:
             # SQLite keeps datetimes as text in this layout; julianday() reads it.
-            at = bindparam("recall_now", now.strftime("%Y-%m-%d %H:%M:%S.%f"), type_=String)
+            at = bindparam("recall_now", type_=String)
             age = func.max((func.julianday(at) - func.julianday(facts.c.updated_at)) * 86400.0, 0.0)
         return 1.0 / (1.0 + age / half_life)
-
-    @staticmethod
-    def _tsquery(terms: list[str]) -> Any:
-        return bindparam("recall_terms", " | ".join(f"'{t}'" for t in terms), type_=String)
-
-    @staticmethod
-    def _fts_query(terms: list[str]) -> Any:
-        return bindparam("recall_terms", " OR ".join(f'"{t}"' for t in terms), type_=String)
 
 
 def rank(

@@ -7,6 +7,7 @@ the thread's history length. Every method is scoped to one user.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
+    String,
     bindparam,
     case,
     func,
@@ -104,8 +106,13 @@ class LongTermStore(FactAPI):
                 f"long_term.url: dialect {self.dialect!r} is not supported; use sqlite or postgresql"
             )
         self.masked_url = mask_url(engine.url.render_as_string(hide_password=False))
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Reads skip BEGIN/ROLLBACK round trips on PostgreSQL; the SQLite driver opens no
+        # transaction for a SELECT anyway, and switching its isolation level costs more.
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else engine
+        )
         self._recall = RecallQuery(self.dialect, self.config.recall, semantic=embeddings is not None)
+        self._load_statement = functools.cache(self._build_load_statement)
 
     @property
     def profile_version(self) -> int:
@@ -153,21 +160,11 @@ class LongTermStore(FactAPI):
             StateMigrationError: the profile could not be migrated; nothing was written.
         """
         query_embedding = await self._embed_query(query)
-        now = _now()
-        recall = self._recall.subquery(user_id, query, now)
-        anchor = select(literal_column("1").label("anchor")).subquery("anchor")
-        stmt = select(
-            *PROFILE_COLUMNS,
-            threads.c.user_id.label("thread_owner"),
-            *recall.c,
-        ).select_from(
-            anchor.outerjoin(profiles, profiles.c.user_id == user_id)
-            .outerjoin(threads, threads.c.thread_id == thread_id)
-            .outerjoin(recall, true())
-        )
+        n_terms, params = self._recall.params(user_id, query, _now())
+        params |= {"load_user": user_id, "load_thread": thread_id}
         with translate_errors(TIER, self.masked_url):
             async with self._autocommit.connect() as conn:
-                rows = (await conn.execute(stmt)).mappings().all()
+                rows = (await conn.execute(self._load_statement(n_terms), params)).mappings().all()
         first = rows[0]
         stored = None
         if first["schema_version"] is not None:  # NOT NULL: None means there is no profile row
@@ -183,6 +180,16 @@ class LongTermStore(FactAPI):
             profile=profile,
             facts=[Fact.model_validate(row) for row in recalled],
             thread_owner=first["thread_owner"],
+        )
+
+    def _build_load_statement(self, n_terms: int) -> Any:
+        """The load's one SELECT for a message of ``n_terms`` search terms (built once per shape)."""
+        recall = self._recall.subquery(n_terms)
+        anchor = select(literal_column("1").label("anchor")).subquery("anchor")
+        return select(*PROFILE_COLUMNS, threads.c.user_id.label("thread_owner"), *recall.c).select_from(
+            anchor.outerjoin(profiles, profiles.c.user_id == bindparam("load_user", type_=String))
+            .outerjoin(threads, threads.c.thread_id == bindparam("load_thread", type_=String))
+            .outerjoin(recall, true())
         )
 
     async def _embed_query(self, query: str | None) -> list[float] | None:
@@ -382,7 +389,7 @@ class LongTermStore(FactAPI):
         """``stored`` as a `Profile`, migrated (and written back) if its schema is older."""
         if stored is not None and stored.schema_version < self.profile_version:
             with translate_errors(TIER, self.masked_url):
-                async with self._autocommit.connect() as conn:
+                async with self.engine.begin() as conn:
                     stored = await bring_forward(
                         conn, self.profile_migrator, self.profile_version, user_id, stored
                     )
@@ -429,10 +436,10 @@ class LongTermStore(FactAPI):
                 await self._patch_profile(conn, user_id, patch, _now())
         return await self.get_profile(user_id)
 
-    async def _rows(self, stmt: Any) -> Sequence[Any]:
+    async def _rows(self, stmt: Any, params: dict[str, Any] | None = None) -> Sequence[Any]:
         with translate_errors(TIER, self.masked_url):
             async with self._autocommit.connect() as conn:
-                return (await conn.execute(stmt)).mappings().all()
+                return (await conn.execute(stmt, params or {})).mappings().all()
 
     async def _facts(self, stmt: Any) -> list[Fact]:
         return [Fact.model_validate(dict(row)) for row in await self._rows(stmt)]

@@ -12,6 +12,7 @@ transaction.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,39 @@ class Accepted:
 def insert_for(dialect: str, target: Any) -> Any:
     """The dialect's INSERT, which offers ON CONFLICT."""
     return (postgresql if dialect == "postgresql" else sqlite).insert(target)
+
+
+# The upserts are built once per dialect and run with a list of rows: SQLAlchemy sends them as
+# one multi-row statement ("insertmanyvalues") and caches its compiled form, which a
+# ``.values(rows)`` statement, different for every turn, would not be.
+@functools.cache
+def _fact_upsert(dialect: str) -> Any:
+    insert = insert_for(dialect, facts)
+    return insert.on_conflict_do_update(
+        index_elements=[facts.c.user_id, facts.c.subject, facts.c.attribute, facts.c.value_norm],
+        index_where=facts.c.superseded_by.is_(None),
+        # A fact stored before embeddings were configured gets its vector when seen again.
+        set_={
+            "updated_at": insert.excluded.updated_at,
+            "embedding": func.coalesce(insert.excluded.embedding, facts.c.embedding),
+        },
+    ).returning(
+        facts.c.id,
+        facts.c.subject,
+        facts.c.attribute,
+        facts.c.value_norm,
+        facts.c.cardinality,
+        facts.c.flagged,
+    )
+
+
+@functools.cache
+def _observation_insert(dialect: str) -> Any:
+    return (
+        insert_for(dialect, fact_observations)
+        .on_conflict_do_nothing()
+        .returning(fact_observations.c.fact_id, fact_observations.c.confidence)
+    )
 
 
 def _latest_per_key(accepted: Sequence[Accepted]) -> list[Accepted]:
@@ -153,24 +187,7 @@ async def consolidate(
         for item in items
         for c in [item.candidate]
     ]
-    insert = insert_for(dialect, facts).values(rows)
-    stmt = insert.on_conflict_do_update(
-        index_elements=[facts.c.user_id, facts.c.subject, facts.c.attribute, facts.c.value_norm],
-        index_where=facts.c.superseded_by.is_(None),
-        # A fact stored before embeddings were configured gets its vector when seen again.
-        set_={
-            "updated_at": insert.excluded.updated_at,
-            "embedding": func.coalesce(insert.excluded.embedding, facts.c.embedding),
-        },
-    ).returning(
-        facts.c.id,
-        facts.c.subject,
-        facts.c.attribute,
-        facts.c.value_norm,
-        facts.c.cardinality,
-        facts.c.flagged,
-    )
-    landed = (await conn.execute(stmt)).all()
+    landed = (await conn.execute(_fact_upsert(dialect), rows)).all()
     created = {
         row.id for row in landed if new_ids.get((row.subject, row.attribute, row.value_norm)) == row.id
     }
@@ -222,14 +239,7 @@ async def _observe(
         for item in items
         for c in [item.candidate]
     ]
-    insert = insert_for(dialect, fact_observations).values(rows)
-    observed = (
-        await conn.execute(
-            insert.on_conflict_do_nothing().returning(
-                fact_observations.c.fact_id, fact_observations.c.confidence
-            )
-        )
-    ).all()
+    observed = (await conn.execute(_observation_insert(dialect), rows)).all()
     corroborated = [row for row in observed if row.fact_id not in created]
     if corroborated:
         await conn.execute(

@@ -354,9 +354,9 @@ async def test_values_that_grow_when_case_folded_are_checked_after_folding(memor
     assert fact.value == "ß" * 250
 
 
-async def test_deferred_turns_of_one_thread_are_learned_in_order(tmp_path):
+async def test_deferred_turns_of_one_thread_are_learned_in_order(memory_config):
     alice, thread = unique("alice"), unique("t")
-    config = {"data_dir": str(tmp_path), "long_term": {"extraction": {"mode": "deferred", "debounce": "1ms"}}}
+    config = with_long_term(memory_config, extraction={"mode": "deferred", "debounce": "1ms"})
     started, release = asyncio.Event(), asyncio.Event()
 
     class SlowOnRome(RulesExtractor):
@@ -381,9 +381,9 @@ async def test_deferred_turns_of_one_thread_are_learned_in_order(tmp_path):
     assert [(f.value, f.valid_to is None) for f in history] == [("Rome", False), ("Milan", True)]
 
 
-async def test_a_deferred_save_is_retried_after_a_transient_backend_error(tmp_path, monkeypatch):
+async def test_a_deferred_save_is_retried_after_a_transient_backend_error(memory_config, monkeypatch):
     alice = unique("alice")
-    config = {"data_dir": str(tmp_path), "long_term": {"extraction": {"mode": "deferred", "debounce": "1h"}}}
+    config = with_long_term(memory_config, extraction={"mode": "deferred", "debounce": "1h"})
     async with MemoryManager(config) as manager:
         real = manager.long_term.save_turn
         failures = iter([BackendError("connection reset")])

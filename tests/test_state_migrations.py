@@ -178,24 +178,24 @@ async def test_bulk_migration_reports_counts_fails_per_thread_and_resumes(memory
     assert versions == {**dict.fromkeys(good, 3), bad: 1}
 
 
-async def test_a_dry_run_writes_nothing(tmp_path):
+async def test_a_dry_run_writes_nothing(memory_config):
     alice, thread = unique("alice"), unique("t")
-    config = {"data_dir": str(tmp_path)}
+    config = memory_config
     await write_v1_threads(config, alice, [thread])
     async with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
         before = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
-        report = await v3.migrate_threads(dry_run=True)
+        report = await v3.migrate_threads(user_id=alice, dry_run=True)
         after = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
-        real = await v3.migrate_threads()
+        real = await v3.migrate_threads(user_id=alice)
 
     assert (report.before, report.after, report.migrated) == ({1: 1}, {3: 1}, 1)
     assert after.checkpoint["id"] == before.checkpoint["id"]
     assert (real.before, real.after, real.migrated) == ({1: 1}, {3: 1}, 1)
 
 
-async def test_a_thread_waiting_on_an_interrupt_is_migrated_and_resumes(tmp_path):
+async def test_a_thread_waiting_on_an_interrupt_is_migrated_and_resumes(memory_config):
     alice, thread = unique("alice"), unique("t")
-    config = {"data_dir": str(tmp_path)}
+    config = memory_config
 
     def asking_agent(state: StateV1) -> dict[str, Any]:
         if state.get("name"):
@@ -208,7 +208,7 @@ async def test_a_thread_waiting_on_an_interrupt_is_migrated_and_resumes(tmp_path
         await graph.ainvoke({"messages": [("user", "again")]}, turn_config(alice, thread))
         waiting = await v1.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
     async with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
-        report = await v3.migrate_threads()
+        report = await v3.migrate_threads(user_id=alice)
         migrated = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
         graph = v3.nodes.around(v3_agent, StateV3).compile(checkpointer=v3.checkpointer)
         resumed = await graph.ainvoke(Command(resume="yes"), turn_config(alice, thread))
@@ -222,9 +222,9 @@ async def test_a_thread_waiting_on_an_interrupt_is_migrated_and_resumes(tmp_path
     assert (resumed["first_name"], resumed["last_name"]) == ("Ada", "Lovelace")
 
 
-async def test_a_run_stopped_between_steps_finishes_after_migration(tmp_path):
+async def test_a_run_stopped_between_steps_finishes_after_migration(memory_config):
     alice, thread = unique("alice"), unique("t")
-    config = {"data_dir": str(tmp_path)}
+    config = memory_config
     async with MemoryManager(config) as v1:
         graph = v1.nodes.around(v1_agent, StateV1).compile(checkpointer=v1.checkpointer)
         await graph.ainvoke({"messages": [("user", "hello")]}, turn_config(alice, thread))
@@ -271,28 +271,28 @@ async def test_new_threads_and_graphs_without_memory_nodes_are_never_migrated(tm
     assert history and not any(MIGRATION_METADATA_KEY in c.metadata for c in history)
 
 
-async def test_a_thread_written_by_newer_code_is_refused_not_damaged(tmp_path):
+async def test_a_thread_written_by_newer_code_is_refused_not_damaged(memory_config):
     alice, thread = unique("alice"), unique("t")
-    config = {"data_dir": str(tmp_path)}
+    config = memory_config
     await write_v1_threads(config, alice, [thread])
     async with MemoryManager(v3_config(config), state_migrator=migrator()) as v3:
-        await v3.migrate_threads()
+        await v3.migrate_threads(user_id=alice)
         before = await v3.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
     older = {**config, "state": {"version": 2}}
     async with MemoryManager(older, state_migrator=StateMigrator.from_steps({1: dict})) as v2:
         graph = v2.nodes.around(v1_agent, StateV1).compile(checkpointer=v2.checkpointer)
         with pytest.raises(StateSchemaError, match="state version 3, newer than this code's 2"):
             await graph.ainvoke({"messages": [("user", "hi")]}, turn_config(alice, thread))
-        report = await v2.migrate_threads()
+        report = await v2.migrate_threads(user_id=alice)
         after = await v2.checkpointer.inner.aget_tuple({"configurable": {"thread_id": thread}})
 
     assert list(report.failed) == [thread]
     assert after.checkpoint == before.checkpoint
 
 
-async def test_a_run_cannot_start_from_a_checkpoint_older_than_the_migration(tmp_path):
+async def test_a_run_cannot_start_from_a_checkpoint_older_than_the_migration(memory_config):
     alice, thread = unique("alice"), unique("t")
-    config = {"data_dir": str(tmp_path)}
+    config = memory_config
     await write_v1_threads(config, alice, [thread, unique("t")])
     async with MemoryManager(config) as v1:
         graph = v1.nodes.around(v1_agent, StateV1).compile(checkpointer=v1.checkpointer)

@@ -109,6 +109,65 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PluginSpec(_Section):
+    """A pluggable part (extractor, summarizer): a built-in name or ``"package.module:Class"``
+    plus its options."""
+
+    use: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetentionRule(_Section):
+    """How long a thread's checkpoints and the thread itself are kept."""
+
+    keep_last: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="checkpoints kept per thread and namespace; null: all"
+    )
+    max_idle: Duration | None = Field(
+        default=None, description="a thread idle longer than this is archived or deleted; null: never"
+    )
+    on_idle: Literal["archive", "delete"] = Field(
+        default="archive", description="archive: summarize into long-term memory first; delete: just drop"
+    )
+
+
+class RetentionConfig(RetentionRule):
+    """Retention policies, applied by ``manager.retention.run()`` / ``memory-tiers retention run``."""
+
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="threads handled per batch")
+    namespaces: dict[str, RetentionRule] = Field(
+        default_factory=dict,
+        description="per thread namespace overrides; keys not set in an override come from the defaults",
+    )
+
+    def rule_for(self, namespace: str) -> RetentionRule:
+        """The effective rule for threads of ``namespace``.
+
+        Example:
+            >>> cfg = RetentionConfig(keep_last=50, namespaces={"support": {"max_idle": "7d"}})
+            >>> rule = cfg.rule_for("support")
+            >>> rule.keep_last, rule.max_idle.days
+            (50, 7)
+        """
+        override = self.namespaces.get(namespace)
+        base = {name: getattr(self, name) for name in RetentionRule.model_fields}
+        if override is not None:
+            base |= {name: getattr(override, name) for name in override.model_fields_set}
+        return RetentionRule.model_validate(base)
+
+
+class ArchiveConfig(_Section):
+    """How ``manager.threads.archive`` (and retention's ``on_idle: archive``) summarizes a thread."""
+
+    summarizer: str | PluginSpec = Field(
+        default="extractive",
+        description="extractive (offline), llm, or {use: 'package.module:Class', options: {...}}",
+    )
+    extract_facts: bool = Field(
+        default=True, description="run the long-term extractors over the thread's messages first"
+    )
+
+
 class WorkingConfig(_Section):
     """Working memory: the LangGraph checkpointer that persists each thread's graph state."""
 
@@ -124,6 +183,8 @@ class WorkingConfig(_Section):
     busy_timeout: Duration = Field(
         default=timedelta(seconds=5), description="sqlite: how long a writer waits for a lock"
     )
+    retention: RetentionConfig = RetentionConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
     @model_validator(mode="after")
     def _url_required_for_servers(self) -> WorkingConfig:
@@ -144,13 +205,16 @@ class SessionConfig(_Section):
     key_prefix: str = Field(default="memory_tiers", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
     connect_timeout: Duration = timedelta(seconds=5)
     socket_timeout: Duration = timedelta(seconds=5)
-
-
-class ExtractorSpec(_Section):
-    """A fact extractor: a built-in name or ``"package.module:Class"`` plus its options."""
-
-    use: str = Field(min_length=1)
-    options: dict[str, Any] = Field(default_factory=dict)
+    archive_on_expiry: bool = Field(
+        default=True, description="an expired session is summarized into long-term memory"
+    )
+    expiry_grace: Duration = Field(
+        default=timedelta(days=1),
+        description="how long an expired session's copy waits for the sweeper before Redis drops it",
+    )
+    sweep_interval: Duration | None = Field(
+        default=timedelta(minutes=1), description="how often expired sessions are archived; null: never"
+    )
 
 
 class RecallWeights(_Section):
@@ -252,7 +316,7 @@ class LongTermConfig(_Section):
         "<data_dir>/long_term.db) or postgresql+asyncpg://...",
     )
     recall: RecallConfig = RecallConfig()
-    extractors: list[str | ExtractorSpec] = Field(default_factory=lambda: ["rules"])
+    extractors: list[str | PluginSpec] = Field(default_factory=lambda: ["rules"])
     extraction: ExtractionConfig = ExtractionConfig()
     profile: ProfileConfig = ProfileConfig()
     guard: GuardConfig = GuardConfig()
@@ -262,9 +326,9 @@ class LongTermConfig(_Section):
     pool_timeout: Duration = timedelta(seconds=10)
     connect_timeout: Duration = timedelta(seconds=5)
 
-    def extractor_specs(self) -> list[ExtractorSpec]:
+    def extractor_specs(self) -> list[PluginSpec]:
         """The extractors as specs, bare names expanded."""
-        return [e if isinstance(e, ExtractorSpec) else ExtractorSpec(use=e) for e in self.extractors]
+        return [e if isinstance(e, PluginSpec) else PluginSpec(use=e) for e in self.extractors]
 
 
 class IdKeysConfig(_Section):

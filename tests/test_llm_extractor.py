@@ -13,7 +13,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from memory_tiers import ConfigError, FactCandidate, MemoryManager, MissingDependencyError
-from memory_tiers.config import ExtractorSpec
+from memory_tiers.config import PluginSpec
 from memory_tiers.extractors import ExtractionContext, LLMExtractor, LLMOptions, build_extractors
 from memory_tiers.extractors.llm import DEFAULT_PROMPT, ExtractedFacts
 from memory_tiers.testing import FakeStructuredChatModel
@@ -213,7 +213,7 @@ def test_yaml_spec_builds_through_init_chat_model(monkeypatch):
         return fake(ALICE)
 
     monkeypatch.setattr("langchain.chat_models.init_chat_model", init_chat_model)
-    spec = ExtractorSpec(
+    spec = PluginSpec(
         use="llm",
         options={"model": "openai:gpt-4o-mini", "model_options": {"temperature": 0}, "max_facts": 5},
     )
@@ -242,7 +242,7 @@ def _importable(name: str) -> bool:
 
 def test_an_unknown_provider_is_a_config_error():
     with pytest.raises(ConfigError, match=r"long_term\.extractors\[1\]\.options\.model: cannot create"):
-        build_extractors([ExtractorSpec(use="rules"), ExtractorSpec(use="llm", options={"model": "nope-1"})])
+        build_extractors([PluginSpec(use="rules"), PluginSpec(use="llm", options={"model": "nope-1"})])
 
 
 @pytest.mark.parametrize(
@@ -278,7 +278,7 @@ def test_chat_model_names_an_importable_model_or_factory(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     for path in ("my_models:MODEL", "my_models:make"):
-        (extractor,) = build_extractors([ExtractorSpec(use="llm", options={"chat_model": path})])
+        (extractor,) = build_extractors([PluginSpec(use="llm", options={"chat_model": path})])
         assert type(extractor.model).__name__ == "FakeStructuredChatModel"
 
 
@@ -292,7 +292,7 @@ def test_missing_langchain_is_a_missing_dependency_error(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_langchain)
     with pytest.raises(MissingDependencyError, match=r"memory-tiers\[llm\]") as caught:
-        build_extractors([ExtractorSpec(use="llm", options={"model": "openai:gpt-4o-mini"})])
+        build_extractors([PluginSpec(use="llm", options={"model": "openai:gpt-4o-mini"})])
     assert caught.value.extra == "llm"
 
 

@@ -86,7 +86,17 @@ async def seed_0003(engine: AsyncEngine, user: str) -> None:
         )
 
 
-SEEDS = {"0001": seed_0001, "0002": seed_0002, "0003": seed_0003}
+async def seed_0004(engine: AsyncEngine, user: str) -> None:
+    """Rows as a database at revision 0004 held them: 0003's, the fact with its search text."""
+    await seed_0003(engine, user)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE mt_facts SET search_text = ' user likes jazz music ' WHERE user_id = :user"),
+            {"user": user},
+        )
+
+
+SEEDS = {"0001": seed_0001, "0002": seed_0002, "0003": seed_0003, "0004": seed_0004}
 
 
 @pytest.fixture
@@ -116,7 +126,9 @@ async def test_a_database_at_every_revision_upgrades_to_head_with_its_data(empty
     profile = await store.get_profile(user)
     assert (profile.document, profile.version) == ({"name": "Alice"}, 3)
     assert profile.schema_version == 1  # stored before profile documents were versioned
-    assert [t.thread_id for t in await store.list_threads(user)] == [f"{user}-thread"]
+    [thread] = await store.list_threads(user)
+    assert thread.thread_id == f"{user}-thread"
+    assert (thread.namespace, thread.status, thread.archived_at) == ("default", "active", None)
     # Old facts are searchable and keep their provenance as their first observation.
     [found] = await store.search_facts(user, "jazz")
     assert found.id == fact.id

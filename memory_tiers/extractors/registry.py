@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
-from memory_tiers.config import ExtractorSpec
+from memory_tiers.config import PluginSpec
 from memory_tiers.errors import ConfigError, MissingDependencyError
 from memory_tiers.extractors.base import FactExtractor
 from memory_tiers.extractors.llm import LLMExtractor
@@ -14,7 +14,7 @@ from memory_tiers.imports import import_object
 BUILTIN_EXTRACTORS: dict[str, type] = {"rules": RulesExtractor, "llm": LLMExtractor}
 
 
-def build_extractor(spec: ExtractorSpec, key_path: str) -> FactExtractor:
+def build_extractor(spec: PluginSpec, key_path: str) -> FactExtractor:
     """Instantiate one extractor, validating its options with its own ``options_model``.
 
     An extractor's constructor may raise `ConfigError` with a message that starts with a key
@@ -53,6 +53,6 @@ def build_extractor(spec: ExtractorSpec, key_path: str) -> FactExtractor:
     return extractor
 
 
-def build_extractors(specs: list[ExtractorSpec]) -> list[FactExtractor]:
+def build_extractors(specs: list[PluginSpec]) -> list[FactExtractor]:
     """All configured extractors, in order."""
     return [build_extractor(spec, f"long_term.extractors[{i}]") for i, spec in enumerate(specs)]

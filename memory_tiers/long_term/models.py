@@ -77,8 +77,10 @@ class ThreadRecord(_Record):
     metadata: dict[str, Any]
     created_at: datetime
     last_active_at: datetime
+    namespace: str = "default"
+    archived_at: datetime | None = None
 
-    _tz = field_validator("created_at", "last_active_at")(_aware)
+    _tz = field_validator("created_at", "last_active_at", "archived_at")(_aware)
 
 
 class LongTermContext(_Record):

@@ -114,8 +114,12 @@ threads = Table(
     Column("metadata", Document, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_active_at", DateTime(timezone=True), nullable=False),
+    # Retention policies are set per namespace (migration 0005).
+    Column("namespace", String(ID), nullable=False, server_default=text("'default'")),
+    Column("archived_at", DateTime(timezone=True)),
 )
 Index("ix_mt_threads_user_active", threads.c.user_id, threads.c.last_active_at)
+Index("ix_mt_threads_namespace_status_active", threads.c.namespace, threads.c.status, threads.c.last_active_at)
 
 archives = Table(
     "mt_archives",

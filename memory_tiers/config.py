@@ -140,8 +140,8 @@ class RetentionConfig(RetentionRule):
         description="per thread namespace overrides; keys not set in an override come from the defaults",
     )
 
-    def rule_for(self, namespace: str) -> RetentionRule:
-        """The effective rule for threads of ``namespace``.
+    def rule_for(self, namespace: str | None) -> RetentionRule:
+        """The effective rule for threads of ``namespace`` (None: the defaults).
 
         Example:
             >>> cfg = RetentionConfig(keep_last=50, namespaces={"support": {"max_idle": "7d"}})
@@ -149,7 +149,7 @@ class RetentionConfig(RetentionRule):
             >>> rule.keep_last, rule.max_idle.days
             (50, 7)
         """
-        override = self.namespaces.get(namespace)
+        override = None if namespace is None else self.namespaces.get(namespace)
         base = {name: getattr(self, name) for name in RetentionRule.model_fields}
         if override is not None:
             base |= {name: getattr(override, name) for name in override.model_fields_set}

@@ -79,8 +79,9 @@ class ThreadRecord(_Record):
     last_active_at: datetime
     namespace: str = "default"
     archived_at: datetime | None = None
+    pruned_at: datetime | None = None
 
-    _tz = field_validator("created_at", "last_active_at", "archived_at")(_aware)
+    _tz = field_validator("created_at", "last_active_at", "archived_at", "pruned_at")(_aware)
 
 
 class LongTermContext(_Record):

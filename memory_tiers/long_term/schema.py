@@ -117,6 +117,7 @@ threads = Table(
     # Retention policies are set per namespace (migration 0005).
     Column("namespace", String(ID), nullable=False, server_default=text("'default'")),
     Column("archived_at", DateTime(timezone=True)),
+    Column("pruned_at", DateTime(timezone=True)),  # when retention last pruned its checkpoints
 )
 Index("ix_mt_threads_user_active", threads.c.user_id, threads.c.last_active_at)
 Index("ix_mt_threads_namespace_status_active", threads.c.namespace, threads.c.status, threads.c.last_active_at)

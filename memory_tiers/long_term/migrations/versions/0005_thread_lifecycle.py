@@ -1,5 +1,6 @@
 """Thread lifecycle: each registered thread gets a namespace (retention policies are set per
-namespace) and the time it was archived; an index serves retention's idle-thread scans.
+namespace), the time it was archived and the time retention last pruned its checkpoints (a
+thread not active since is skipped); an index serves retention's idle-thread scans.
 
 Threads registered before this revision are in the ``default`` namespace.
 
@@ -23,6 +24,7 @@ def upgrade() -> None:
             sa.Column("namespace", sa.String(128), nullable=False, server_default=sa.text("'default'"))
         )
         batch.add_column(sa.Column("archived_at", sa.DateTime(timezone=True)))
+        batch.add_column(sa.Column("pruned_at", sa.DateTime(timezone=True)))
     op.create_index(
         "ix_mt_threads_namespace_status_active",
         "mt_threads",
@@ -33,5 +35,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_mt_threads_namespace_status_active", table_name="mt_threads")
     with op.batch_alter_table("mt_threads") as batch:
+        batch.drop_column("pruned_at")
         batch.drop_column("archived_at")
         batch.drop_column("namespace")

@@ -1,0 +1,190 @@
+"""A thread's checkpoints as chains: what a kept checkpoint still needs, and copying a chain.
+
+Backend-neutral: everything here goes through LangGraph's `BaseCheckpointSaver` API, so it is
+the same on every checkpointer. Two things make a checkpoint depend on its ancestors:
+
+* LangGraph's delta channels (``DeltaChannel``) store only a sentinel at most steps; a
+  checkpoint's value is rebuilt from the ancestors' writes back to the nearest one holding a
+  snapshot (`BaseCheckpointSaver.get_delta_channel_history`). Which channels are delta channels
+  is in the checkpoint's metadata (``counters_since_delta_snapshot``), as LangGraph's own
+  PostgreSQL saver reads it.
+* Checkpoints older than format 4 keep their pending sends in the parent's writes.
+
+Pending interrupts and resumes are writes of the checkpoint itself, so they go where it goes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+
+ROOT_NS = ""
+DELTA_COUNTERS = "counters_since_delta_snapshot"
+SENDS_IN_CHECKPOINT = 4  # checkpoint format from which pending sends live in the checkpoint
+
+Chain = dict[str, CheckpointTuple]  # checkpoint id -> tuple, one namespace of one thread
+
+
+def checkpoint_id(tup: CheckpointTuple) -> str:
+    """The id of a checkpoint tuple."""
+    return str(tup.config["configurable"]["checkpoint_id"])
+
+
+def parent_id(tup: CheckpointTuple) -> str | None:
+    """The id of the checkpoint's parent, or None for the first one."""
+    if tup.parent_config is None:
+        return None
+    return tup.parent_config["configurable"].get("checkpoint_id")
+
+
+def thread_config(thread_id: str, ns: str = ROOT_NS, checkpoint: str | None = None) -> RunnableConfig:
+    """The config that addresses a thread (and a namespace and checkpoint of it)."""
+    configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ns}
+    if checkpoint is not None:
+        configurable["checkpoint_id"] = checkpoint
+    return {"configurable": configurable}
+
+
+async def load_thread(saver: BaseCheckpointSaver[Any], thread_id: str) -> dict[str, Chain]:
+    """Every checkpoint of a thread, by namespace (the root graph's is ``""``)."""
+    by_ns: dict[str, Chain] = defaultdict(dict)
+    async for tup in saver.alist({"configurable": {"thread_id": thread_id}}):
+        ns = tup.config["configurable"].get("checkpoint_ns", ROOT_NS) or ROOT_NS
+        by_ns[ns][checkpoint_id(tup)] = tup
+    return dict(by_ns)
+
+
+def _unseeded_delta_channels(tup: CheckpointTuple) -> set[str]:
+    counters = (tup.metadata or {}).get(DELTA_COUNTERS) or {}
+    return {channel for channel in counters if channel not in tup.checkpoint["channel_values"]}
+
+
+def with_dependencies(chain: Chain, keep: Iterable[str]) -> set[str]:
+    """``keep`` plus every ancestor a kept checkpoint needs to load with the same state.
+
+    For each delta channel a kept checkpoint does not hold a snapshot of, its ancestors are
+    kept back to the nearest one that holds a value for it; a checkpoint of an old format keeps
+    its parent (its pending sends are there). Ancestors kept this way are checked in turn.
+    """
+    kept: set[str] = set()
+    todo = [cid for cid in keep if cid in chain]
+    while todo:
+        cid = todo.pop()
+        if cid in kept:
+            continue
+        kept.add(cid)
+        tup = chain[cid]
+        old_format = int(tup.checkpoint.get("v", SENDS_IN_CHECKPOINT)) < SENDS_IN_CHECKPOINT
+        if old_format and (parent := parent_id(tup)) is not None and parent in chain:
+            todo.append(parent)
+        missing = _unseeded_delta_channels(tup)
+        cursor = parent_id(tup)
+        while missing and cursor in chain:
+            ancestor = chain[cursor]  # type: ignore[index]
+            todo.append(cursor)  # type: ignore[arg-type]
+            missing -= set(ancestor.checkpoint["channel_values"])
+            cursor = parent_id(ancestor)
+    return kept
+
+
+@dataclass
+class PrunePlan:
+    """What pruning one thread removes: per namespace, the checkpoints and the channel blobs
+    (channel, version) that only they referenced."""
+
+    delete: dict[str, set[str]] = field(default_factory=dict)
+    freed_blobs: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    window: int = 0  # newest-first position of the oldest kept checkpoint + 1, over namespaces
+
+    @property
+    def checkpoints(self) -> int:
+        """How many checkpoints the plan removes."""
+        return sum(len(ids) for ids in self.delete.values())
+
+
+def plan_prune(by_ns: Mapping[str, Chain], keep_last: int) -> PrunePlan:
+    """Keep the newest ``keep_last`` checkpoints of each namespace and what they depend on."""
+    plan = PrunePlan()
+    for ns, chain in by_ns.items():
+        newest_first = sorted(chain, reverse=True)
+        position = {cid: i for i, cid in enumerate(newest_first)}
+        kept = with_dependencies(chain, newest_first[:keep_last])
+        plan.window = max(plan.window, max(position[cid] for cid in kept) + 1)
+        doomed = set(chain) - kept
+        if not doomed:
+            continue
+        plan.delete[ns] = doomed
+        referenced = {
+            (channel, str(version))
+            for cid in kept
+            for channel, version in chain[cid].checkpoint["channel_versions"].items()
+        }
+        plan.freed_blobs[ns] = {
+            (channel, str(version))
+            for cid in doomed
+            for channel, version in chain[cid].checkpoint["channel_versions"].items()
+        } - referenced
+    return plan
+
+
+def ancestors(chain: Chain, head: str) -> list[CheckpointTuple]:
+    """``head`` and its ancestors (the parent links, not other branches), oldest first."""
+    path: list[CheckpointTuple] = []
+    cursor: str | None = head
+    while cursor is not None and cursor in chain:
+        path.append(chain[cursor])
+        cursor = parent_id(chain[cursor])
+    return path[::-1]
+
+
+def _writes_by_task(tup: CheckpointTuple) -> list[tuple[str, list[tuple[str, Any]]]]:
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    for task_id, channel, value in tup.pending_writes or ():
+        groups.setdefault(task_id, []).append((channel, value))
+    return list(groups.items())
+
+
+async def copy_checkpoint(
+    saver: BaseCheckpointSaver[Any], tup: CheckpointTuple, target: str, ns: str
+) -> None:
+    """Write one checkpoint, with its pending writes, into thread ``target`` (same ids).
+
+    The writes go first, so a copy interrupted in between never shows a checkpoint without
+    its interrupts. Tuples carry writes in replay order but not their task paths, so each
+    task's writes get a path that sorts in that same order.
+    """
+    cid = checkpoint_id(tup)
+    for position, (task_id, writes) in enumerate(_writes_by_task(tup)):
+        await saver.aput_writes(thread_config(target, ns, cid), writes, task_id, f"{position:08d}")
+    await saver.aput(
+        thread_config(target, ns, parent_id(tup)),
+        tup.checkpoint,
+        tup.metadata,
+        dict(tup.checkpoint["channel_versions"]),
+    )
+
+
+async def copy_chain(
+    saver: BaseCheckpointSaver[Any], by_ns: Mapping[str, Chain], head: str, target: str
+) -> int:
+    """Copy the root chain up to ``head`` (and subgraph checkpoints no newer) into ``target``.
+
+    The root graph's checkpoints go last, oldest first, so the target's latest checkpoint is
+    ``head`` only once everything it needs is there. Returns the checkpoints copied.
+    """
+    copied = 0
+    for ns, chain in sorted(by_ns.items()):
+        if ns == ROOT_NS:
+            continue
+        for cid in sorted(c for c in chain if c <= head):
+            await copy_checkpoint(saver, chain[cid], target, ns)
+            copied += 1
+    for tup in ancestors(by_ns.get(ROOT_NS, {}), head):
+        await copy_checkpoint(saver, tup, target, ROOT_NS)
+        copied += 1
+    return copied

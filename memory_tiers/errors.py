@@ -56,3 +56,8 @@ class BackendUnavailableError(BackendError, ConnectionError):
 
 class UsageError(MemoryTiersError, RuntimeError):
     """The library was called in a way it cannot serve (for example before it was opened)."""
+
+
+class SummarizerError(MemoryTiersError):
+    """A thread summarizer failed or returned something that is not a summary; `__cause__` holds
+    the original error (for example the chat model's)."""

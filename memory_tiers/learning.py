@@ -153,7 +153,7 @@ class DeferredLearning:
         self._run = run
         self._pending: dict[str, _Pending] = {}  # per key: the run still waiting, if any
         self._latest: dict[str, asyncio.Task[None]] = {}  # per key: the last run submitted
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._runs: dict[asyncio.Task[None], _Pending] = {}  # every run not finished yet
 
     def submit(self, key: str, turn: Turn) -> None:
         """Schedule ``turn``; a run of ``key`` still waiting is cancelled and its turn merged.
@@ -171,18 +171,18 @@ class DeferredLearning:
         pending.task = task
         self._pending[key] = pending
         self._latest[key] = task
-        self._tasks.add(task)
+        self._runs[task] = pending
         task.add_done_callback(lambda done: self._finished(key, done))
 
     def _finished(self, key: str, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._runs.pop(task, None)
         if self._latest.get(key) is task:
             del self._latest[key]
 
     @property
     def pending(self) -> int:
         """Runs submitted and not finished yet."""
-        return len(self._tasks)
+        return len(self._runs)
 
     async def _later(self, key: str, pending: _Pending) -> None:
         with contextlib.suppress(TimeoutError):
@@ -202,5 +202,20 @@ class DeferredLearning:
         """Run every waiting job now and wait until all submitted work is done."""
         for pending in list(self._pending.values()):
             pending.now.set()
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._runs:
+            await asyncio.gather(*list(self._runs), return_exceptions=True)
+
+    async def cancel_user(self, user_id: str) -> int:
+        """Drop the user's waiting runs and wait for their runs already under way, so that once
+        this returns no submitted turn of the user can still write (forgetting a user needs
+        that). Returns how many waiting runs were dropped."""
+        dropped = 0
+        for key, pending in list(self._pending.items()):
+            if pending.turn.ids.user_id == user_id:
+                assert pending.task is not None and not pending.started
+                del self._pending[key]
+                pending.task.cancel()
+                dropped += 1
+        runs = [task for task, pending in self._runs.items() if pending.turn.ids.user_id == user_id]
+        await asyncio.gather(*runs, return_exceptions=True)
+        return dropped

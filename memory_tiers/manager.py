@@ -32,12 +32,16 @@ from memory_tiers.long_term import migrate
 from memory_tiers.long_term.recall import load_embeddings
 from memory_tiers.long_term.store import LongTermStore
 from memory_tiers.nodes import MemoryNodes
+from memory_tiers.retention import RetentionAPI
 from memory_tiers.session.store import SessionStore
 from memory_tiers.sessions import SessionsAPI
 from memory_tiers.state.bulk import MigrationReport, migrate_threads
 from memory_tiers.state.checkpoints import WRITER_VERSION_KEY, upgrader
 from memory_tiers.state.migrators import StateMigrator, load_migrator
 from memory_tiers.store import SqlStore
+from memory_tiers.summarizers import build_summarizer
+from memory_tiers.threads import ThreadsAPI
+from memory_tiers.users import UsersAPI
 from memory_tiers.working.checkpointer import open_checkpointer, setup_checkpointer
 from memory_tiers.working.guard import OwnershipGuardedSaver, guard_checkpointer
 
@@ -101,6 +105,10 @@ class MemoryManager:
         )
         self.nodes = MemoryNodes(self)
         self.sessions = SessionsAPI(self)
+        self.summarizer = build_summarizer(self.config.working.archive.summarizer)
+        self.threads = ThreadsAPI(self)
+        self.retention = RetentionAPI(self)
+        self.users = UsersAPI(self)
         self.bridge = LoopBridge()
         self._given_checkpointer = checkpointer
         self._given_redis = redis
@@ -163,15 +171,17 @@ class MemoryManager:
             self._store.run_sweeper(), name="memory-tiers-ttl-sweeper"
         )
         stack.push_async_callback(_cancel, sweeper)
+        archive = self.sessions._archive
         if self._given_redis is not None:
-            self._session_store = SessionStore(
-                self._given_redis,
-                ttl=cfg.session.ttl,
-                sliding=cfg.session.sliding,
-                key_prefix=cfg.session.key_prefix,
-            )
+            self._session_store = SessionStore.from_config(self._given_redis, cfg.session, archive=archive)
         else:
-            self._session_store = await stack.enter_async_context(SessionStore.open(cfg.session))
+            self._session_store = await stack.enter_async_context(
+                SessionStore.open(cfg.session, archive=archive)
+            )
+        session_sweeper = asyncio.get_running_loop().create_task(
+            self._session_store.run_sweeper(cfg.session.sweep_interval), name="memory-tiers-session-sweeper"
+        )
+        stack.push_async_callback(_cancel, session_sweeper)
         if self._given_checkpointer is not None:
             saver = self._given_checkpointer
         else:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from memory_tiers.errors import UsageError
 from memory_tiers.ids import validate_id
-from memory_tiers.session.store import SessionRecord
+from memory_tiers.session.records import SessionRecord, archive_id
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
@@ -49,18 +49,38 @@ class SessionsAPI:
         return await self._manager.session_store.list_sessions(validate_id("user_id", user_id))
 
     async def end(self, user_id: str, session_id: str) -> str:
-        """Archive the session's context to long-term memory, then delete it.
+        """Archive the session's context to long-term memory, then delete it (with its shadow
+        copy, so the sweeper does not archive it again).
 
         Returns the id of the archive row. The archive is written first, so a crash in
-        between leaves the session alive rather than lost.
+        between leaves the session alive rather than lost; the id is derived from the session's
+        document, so ending it again after such a crash writes no second row.
         """
         record = await self.get(user_id, session_id)
-        archive_id = await self._manager.long_term.add_archive(
+        row_id = await self._archive(record)
+        await self._manager.session_store.delete(record.user_id, record.session_id)
+        return row_id
+
+    async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
+        """Archive the sessions that expired since the last sweep (the manager also runs this
+        every ``session.sweep_interval``); returns how many were archived.
+
+        Args:
+            now: the time (epoch seconds) to sweep as of; defaults to the present.
+            limit: at most this many expired entries are examined per call.
+        """
+        report = await self._manager.session_store.sweep_expired(now=now, limit=limit)
+        return report.archived
+
+    async def _archive(self, record: SessionRecord) -> str:
+        """Write ``record``'s context to long-term memory as a ``session`` archive; returns the
+        row's id. Idempotent: the same version of a session always gets the same row. It is also
+        the session store's archive callback, for expired sessions."""
+        return await self._manager.long_term.add_archive(
             record.user_id,
             kind="session",
             summary=str(record.data.get("summary", "")),
             data=record.data,
             session_id=record.session_id,
+            archive_id=archive_id(record),
         )
-        await self._manager.session_store.delete(record.user_id, record.session_id)
-        return archive_id

@@ -97,3 +97,24 @@ def empty_sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     from memory_tiers.long_term.engine import normalize_sql_url
 
     return normalize_sql_url(request.getfixturevalue("fresh_postgres_url"))
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
+def checkpointer_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """A MemoryManager config for each checkpointer backend: memory, SQLite, PostgreSQL (with
+    long-term and sessions on the real servers too, in a database of the test's own, since
+    retention and user deletion act on every thread they find) and Redis (a private Redis Stack)."""
+    config: dict[str, object] = {"data_dir": str(tmp_path / "data"), "working": {"backend": request.param}}
+    if request.param == "postgres":
+        database = request.getfixturevalue("fresh_postgres_url")
+        config.update(
+            working={"backend": "postgres", "url": database},
+            session={
+                "url": request.getfixturevalue("redis_url"),
+                "key_prefix": request.getfixturevalue("redis_prefix"),
+            },
+            long_term={"url": database},
+        )
+    elif request.param == "redis":
+        config["working"] = {"backend": "redis", "url": request.getfixturevalue("redis_stack_url")}
+    return config

@@ -1,4 +1,5 @@
-"""The ``memory-tiers`` command: a runnable demo, config checks, schema and state migrations.
+"""The ``memory-tiers`` command: a runnable demo, config checks, schema and state migrations,
+threads, sessions, retention, users' data rights and a health check (``doctor``).
 
 Every `MemoryTiersError` reaching the top is printed to stderr (no traceback) with exit code 2.
 """
@@ -12,7 +13,12 @@ import click
 from memory_tiers.cli.config_cmd import config_group
 from memory_tiers.cli.db import db_group
 from memory_tiers.cli.demo import demo
+from memory_tiers.cli.doctor import doctor
+from memory_tiers.cli.retention_cmd import retention_group
+from memory_tiers.cli.sessions_cmd import sessions_group
 from memory_tiers.cli.state_cmd import state_group
+from memory_tiers.cli.threads_cmd import threads_group
+from memory_tiers.cli.users_cmd import users_group
 from memory_tiers.errors import MemoryTiersError
 
 ERROR_EXIT_CODE = 2
@@ -39,5 +45,10 @@ main.add_command(demo)
 main.add_command(config_group)
 main.add_command(db_group)
 main.add_command(state_group)
+main.add_command(threads_group)
+main.add_command(sessions_group)
+main.add_command(retention_group)
+main.add_command(users_group)
+main.add_command(doctor)
 
 __all__ = ["main"]

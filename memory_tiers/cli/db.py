@@ -10,11 +10,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from memory_tiers.cli.common import build_config, config_options
+from memory_tiers.cli.common import build_config, config_options, missing_sqlite_file
 from memory_tiers.cli.tables import describe_long_term, describe_working
 from memory_tiers.config import MemoryTiersConfig
 from memory_tiers.long_term import migrate
-from memory_tiers.long_term.engine import long_term_url
 from memory_tiers.long_term.store import LongTermStore
 from memory_tiers.working.checkpointer import open_checkpointer
 
@@ -26,19 +25,6 @@ class Revisions:
     before: str | None
     after: str | None
     head: str
-
-
-def _sqlite_file_missing(cfg: MemoryTiersConfig) -> bool:
-    """Whether the long-term tier is a SQLite file that does not exist yet."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(long_term_url(cfg.long_term, cfg.data_dir))
-    database = url.database or ""
-    return (
-        url.get_backend_name() == "sqlite"
-        and database not in ("", ":memory:")
-        and (not Path(database).exists())
-    )
 
 
 async def upgrade_all(cfg: MemoryTiersConfig) -> Revisions:
@@ -54,7 +40,7 @@ async def upgrade_all(cfg: MemoryTiersConfig) -> Revisions:
 
 async def current(cfg: MemoryTiersConfig) -> Revisions:
     """The long-term schema revision, without creating anything."""
-    if _sqlite_file_missing(cfg):
+    if missing_sqlite_file(cfg, "long_term") is not None:
         revision = None
     else:
         async with LongTermStore.open(cfg.long_term, cfg.data_dir) as store:

@@ -7,16 +7,13 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memory_tiers.cli.common import build_config, config_options
+from memory_tiers.cli.common import FAILED_EXIT_CODE, build_config, config_options, progress_bar
 from memory_tiers.config import MemoryTiersConfig
 from memory_tiers.long_term.profile_migration import ProfileMigrationReport
 from memory_tiers.manager import MemoryManager
 from memory_tiers.state.bulk import MigrationReport, count_threads
-
-FAILED_EXIT_CODE = 1
 
 
 async def run_migration(
@@ -25,8 +22,7 @@ async def run_migration(
     """Migrate threads, then profiles (all users' unless ``user_id``), with progress bars."""
     async with MemoryManager(cfg) as manager:
         total = await count_threads(manager.long_term_store, user_id)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=False) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task("threads", total=total)
             threads = await manager.migrate_threads(
                 user_id=user_id,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memory_tiers.long_term.schema import MAX_FACT_VALUE
+from memory_tiers.plugins import Plugin, maybe_await
 
 MAX_SUBJECT = 128
 
@@ -91,20 +91,13 @@ class FactExtractor(Protocol):
         ...
 
 
-class BaseExtractor:
+class BaseExtractor(Plugin):
     """Optional base class: declares ``options_model`` and stores validated options."""
-
-    options_model: ClassVar[type[BaseModel] | None] = None
-
-    def __init__(self, options: BaseModel | None = None) -> None:
-        self.options = options
 
 
 async def run_extractor(
     extractor: FactExtractor, messages: Sequence[BaseMessage], context: ExtractionContext
 ) -> list[FactCandidate]:
     """Call an extractor, awaiting it if it is async, and check what it returned."""
-    result = extractor.extract(messages, context)
-    if inspect.isawaitable(result):
-        result = await result
+    result = await maybe_await(extractor.extract(messages, context))
     return [c if isinstance(c, FactCandidate) else FactCandidate.model_validate(c) for c in result]

@@ -171,6 +171,19 @@ class FactAPI:
     async def _facts(self: LongTermStore, stmt: Any) -> list[Fact]:
         return [Fact.model_validate(dict(row)) for row in await self._rows(stmt)]
 
+    async def observed_message_ids(self: LongTermStore, user_id: str, thread_id: str) -> set[str]:
+        """The ids of the thread's messages that facts were already learned from."""
+        stmt = (
+            select(fact_observations.c.message_id)
+            .where(
+                fact_observations.c.user_id == user_id,
+                fact_observations.c.thread_id == thread_id,
+                fact_observations.c.message_id.is_not(None),
+            )
+            .distinct()
+        )
+        return {row["message_id"] for row in await self._rows(stmt)}
+
 
 async def _one_fact(conn: AsyncConnection, stmt: Any, user_id: str, fact_id: str) -> Any:
     """Run an UPDATE or DELETE on one of the user's facts; NotFoundError if it is not theirs."""

@@ -120,7 +120,9 @@ threads = Table(
     Column("pruned_at", DateTime(timezone=True)),  # when retention last pruned its checkpoints
 )
 Index("ix_mt_threads_user_active", threads.c.user_id, threads.c.last_active_at)
-Index("ix_mt_threads_namespace_status_active", threads.c.namespace, threads.c.status, threads.c.last_active_at)
+Index(
+    "ix_mt_threads_namespace_status_active", threads.c.namespace, threads.c.status, threads.c.last_active_at
+)
 
 archives = Table(
     "mt_archives",

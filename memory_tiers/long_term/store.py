@@ -51,6 +51,7 @@ from memory_tiers.long_term.profile_migration import (
     read_profile,
 )
 from memory_tiers.long_term.recall import RecallQuery, fact_text, rank
+from memory_tiers.long_term.registry import ThreadRegistry
 from memory_tiers.long_term.schema import archives, profiles, threads
 from memory_tiers.state.migrators import StateMigrator
 from memory_tiers.translate import translate_errors
@@ -111,6 +112,7 @@ class LongTermStore(FactAPI):
         self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else engine
         )
+        self.registry = ThreadRegistry(engine, self.masked_url)
         self._recall = RecallQuery(self.dialect, self.config.recall, semantic=embeddings is not None)
         self._load_statement = functools.cache(self._build_load_statement)
 
@@ -311,6 +313,8 @@ class LongTermStore(FactAPI):
             set_={
                 "last_active_at": insert.excluded.last_active_at,
                 "session_id": func.coalesce(insert.excluded.session_id, threads.c.session_id),
+                # A run on an archived thread starts it again (its checkpoints are gone).
+                "status": case((threads.c.status == "archived", "active"), else_=threads.c.status),
             },
             where=threads.c.user_id == insert.excluded.user_id,
         ).returning(threads.c.user_id)
@@ -484,24 +488,30 @@ class LongTermStore(FactAPI):
         data: dict[str, Any],
         thread_id: str | None = None,
         session_id: str | None = None,
+        archive_id: str | None = None,
     ) -> str:
-        """Keep a summary of an ended session or archived thread."""
-        archive_id = str(uuid.uuid4())
+        """Keep a summary of an ended session or archived thread; returns the row's id.
+
+        Args:
+            archive_id: the row's id (a UUID string, derived from the user and what is archived)
+                to make the call idempotent: when a row with this id exists, nothing is written.
+                A fresh id when None.
+        """
+        row_id = archive_id or str(uuid.uuid4())
+        insert = insert_for(self.dialect, archives).values(
+            id=row_id,
+            user_id=user_id,
+            kind=kind,
+            thread_id=thread_id,
+            session_id=session_id,
+            summary=summary,
+            data=data,
+            created_at=_now(),
+        )
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
-                await conn.execute(
-                    archives.insert().values(
-                        id=archive_id,
-                        user_id=user_id,
-                        kind=kind,
-                        thread_id=thread_id,
-                        session_id=session_id,
-                        summary=summary,
-                        data=data,
-                        created_at=_now(),
-                    )
-                )
-        return archive_id
+                await conn.execute(insert.on_conflict_do_nothing(index_elements=[archives.c.id]))
+        return row_id
 
     async def list_archives(self, user_id: str) -> list[dict[str, Any]]:
         """The user's archived summaries, newest first."""

@@ -1,13 +1,29 @@
 """Redis key layout for sessions, built in this one place from validated ids.
 
-A user's session documents and their index share the ``{user_id}`` hash tag, so they live in
-one Cluster slot. The owner claim is keyed by the session id alone: it is what lets the store
-refuse a session id that another user already holds.
+A user's session documents, their shadow copies and their index share the ``{user_id}`` hash
+tag, so they live in one Cluster slot. The owner claim is keyed by the session id alone: it is
+what lets the store refuse a session id that another user already holds. The expiry index is
+one key for the whole prefix (its own slot); its members name a user and a session, separated
+by a space, which no validated id contains.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\^])")
+_SESSION, _SHADOW = "session", "session-shadow"
+
+
+def glob_escape(text: str) -> str:
+    r"""Escape Redis glob metacharacters so ``text`` matches literally in a MATCH pattern.
+
+    Example:
+        >>> print(glob_escape("a*b?[c]"))
+        a\*b\?\[c\]
+    """
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -18,17 +34,29 @@ class SessionKeys:
         >>> keys = SessionKeys("app")
         >>> keys.session("alice", "s1")
         'app:{alice}:session:s1'
+        >>> keys.shadow("alice", "s1")
+        'app:{alice}:session-shadow:s1'
         >>> keys.index("alice")
         'app:{alice}:sessions'
         >>> keys.claim("s1")
         'app:session-owner:{s1}'
+        >>> keys.expiry_index(), keys.expiry_member("alice", "s1")
+        ('app:session-expiry', 'alice s1')
+        >>> keys.parse_expiry_member("alice s1")
+        ('alice', 's1')
+        >>> keys.user_key_kind("alice", "app:{alice}:session-shadow:s1")
+        ('session-shadow', 's1')
     """
 
     prefix: str
 
     def session(self, user_id: str, session_id: str) -> str:
         """The JSON document of one session."""
-        return f"{self.prefix}:{{{user_id}}}:session:{session_id}"
+        return f"{self.prefix}:{{{user_id}}}:{_SESSION}:{session_id}"
+
+    def shadow(self, user_id: str, session_id: str) -> str:
+        """A copy of the session document that outlives it by the expiry grace, for archiving."""
+        return f"{self.prefix}:{{{user_id}}}:{_SHADOW}:{session_id}"
 
     def index(self, user_id: str) -> str:
         """A sorted set of the user's sessions, scored by expiry time (epoch seconds)."""
@@ -38,6 +66,35 @@ class SessionKeys:
         """The owner of a session id, held as long as the session lives."""
         return f"{self.prefix}:session-owner:{{{session_id}}}"
 
+    def expiry_index(self) -> str:
+        """A sorted set of every session with a shadow, scored by its expiry time (epoch seconds)."""
+        return f"{self.prefix}:session-expiry"
+
+    @staticmethod
+    def expiry_member(user_id: str, session_id: str) -> str:
+        """The member naming one session in `expiry_index`."""
+        return f"{user_id} {session_id}"
+
+    @staticmethod
+    def parse_expiry_member(member: str) -> tuple[str, str]:
+        """``(user_id, session_id)`` of an `expiry_index` member."""
+        user_id, _, session_id = member.partition(" ")
+        return user_id, session_id
+
     def user_pattern(self, user_id: str) -> str:
-        """A SCAN pattern matching every key of one user."""
-        return f"{self.prefix}:{{{user_id}}}:*"
+        """A SCAN pattern matching every key of one user (and no other user's)."""
+        return f"{glob_escape(self.prefix)}:{{{glob_escape(user_id)}}}:*"
+
+    @staticmethod
+    def expiry_member_pattern(user_id: str) -> str:
+        """A ZSCAN pattern matching the user's `expiry_index` members."""
+        return f"{glob_escape(user_id)} *"
+
+    def user_key_kind(self, user_id: str, key: str) -> tuple[str, str] | None:
+        """``("session" | "session-shadow", session_id)`` for a user's session or shadow key,
+        None for any other key."""
+        head = f"{self.prefix}:{{{user_id}}}:"
+        if not key.startswith(head):
+            return None
+        kind, sep, session_id = key[len(head) :].partition(":")
+        return (kind, session_id) if sep and kind in (_SESSION, _SHADOW) else None

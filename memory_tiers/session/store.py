@@ -2,48 +2,32 @@
 
 Every operation is one round trip (a non-transactional pipeline, which stays valid on Cluster
 because a user's keys share a hash tag). Values and their TTL are written by one ``SET ... EX``;
-reads use ``GETEX`` so the sliding expiry moves in the same command.
+reads use ``GETEX`` so the sliding expiry moves in the same command. With an archive callback,
+sessions are archived before Redis drops them (`memory_tiers.session.expiry`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from memory_tiers.config import SessionConfig, mask_url
-from memory_tiers.errors import NotFoundError, OwnershipError, StateSchemaError
+from memory_tiers.errors import NotFoundError, OwnershipError
+from memory_tiers.session import users
+from memory_tiers.session.expiry import ArchiveSession, SessionExpiry, SweepReport
 from memory_tiers.session.keys import SessionKeys
+from memory_tiers.session.records import SessionRecord, decode, encode
 from memory_tiers.translate import translate_errors
 
+__all__ = ["SessionRecord", "SessionStore"]
+
 TIER = "session"
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    """A live session: its owner, the context it holds and when it expires."""
-
-    user_id: str
-    session_id: str
-    data: dict[str, Any] = field(default_factory=dict)
-    updated_at: float = 0.0
-
-
-def _encode(user_id: str, data: dict[str, Any]) -> str:
-    try:
-        return json.dumps(
-            {"owner": user_id, "data": data, "updated_at": time.time()},
-            ensure_ascii=False,
-            allow_nan=False,
-        )
-    except (TypeError, ValueError) as exc:
-        raise StateSchemaError(f"session values must be JSON-serializable: {exc}") from None
 
 
 class SessionStore:
@@ -56,6 +40,9 @@ class SessionStore:
         sliding: whether reads push the expiry forward.
         key_prefix: the prefix of every key this store writes.
         url: the URL shown (password masked) in error messages.
+        archive: called with an expired session's record to archive its context; when given,
+            every save keeps a shadow copy for it (see ``docs/sessions.md#expiry``).
+        expiry_grace: how much longer the shadow copy lives than the session.
     """
 
     def __init__(
@@ -66,16 +53,51 @@ class SessionStore:
         sliding: bool = True,
         key_prefix: str = "memory_tiers",
         url: str = "redis",
+        archive: ArchiveSession | None = None,
+        expiry_grace: timedelta = timedelta(days=1),
     ) -> None:
         self.client = client
         self.keys = SessionKeys(key_prefix)
         self.ttl_seconds = max(1, int(ttl.total_seconds()))
         self.sliding = sliding
         self.masked_url = mask_url(url)
+        self.expiry: SessionExpiry | None = None
+        if archive is not None:
+            self.expiry = SessionExpiry(
+                client,
+                self.keys,
+                ttl_seconds=self.ttl_seconds,
+                grace=expiry_grace,
+                archive=archive,
+                masked_url=self.masked_url,
+            )
+
+    @classmethod
+    def from_config(
+        cls,
+        client: aioredis.Redis,
+        config: SessionConfig,
+        *,
+        archive: ArchiveSession | None = None,
+        url: str = "redis",
+    ) -> SessionStore:
+        """A store on ``client`` with the settings of ``config``; ``archive`` is used only when
+        ``config.archive_on_expiry`` is on."""
+        return cls(
+            client,
+            ttl=config.ttl,
+            sliding=config.sliding,
+            key_prefix=config.key_prefix,
+            url=url,
+            archive=archive if config.archive_on_expiry else None,
+            expiry_grace=config.expiry_grace,
+        )
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, config: SessionConfig) -> AsyncIterator[SessionStore]:
+    async def open(
+        cls, config: SessionConfig, *, archive: ArchiveSession | None = None
+    ) -> AsyncIterator[SessionStore]:
         """Connect to ``config.url`` (``memory://`` is an in-process fakeredis) and check it."""
         url = config.url.get_secret_value()
         client: aioredis.Redis
@@ -91,7 +113,7 @@ class SessionStore:
                 socket_timeout=config.socket_timeout.total_seconds(),
                 health_check_interval=30,
             )
-        store = cls(client, ttl=config.ttl, sliding=config.sliding, key_prefix=config.key_prefix, url=url)
+        store = cls.from_config(client, config, archive=archive, url=url)
         try:
             with translate_errors(TIER, store.masked_url):
                 await client.ping()
@@ -105,7 +127,9 @@ class SessionStore:
     async def load(self, user_id: str, session_id: str) -> SessionRecord | None:
         """Read a session and, if sliding, refresh its TTL: one round trip.
 
-        Returns None when the session does not exist (never started, or expired).
+        Returns None when the session does not exist (never started, or expired). An expired
+        session whose context was not archived yet is archived first (extra round trips on
+        this path only), so a new session under the same id cannot overwrite it.
 
         Raises:
             OwnershipError: the session id is held by another user.
@@ -115,40 +139,42 @@ class SessionStore:
             self.keys.claim(session_id),
             self.keys.index(user_id),
         )
+        expires_at = self._expires_at()
         with translate_errors(TIER, self.masked_url):
             async with self.client.pipeline(transaction=False) as pipe:
                 if self.sliding:
                     pipe.getex(key, ex=self.ttl_seconds)
-                    pipe.get(claim)
-                    # Only existing keys and members are touched: EXPIRE and ZADD XX create nothing.
-                    pipe.expire(claim, self.ttl_seconds)
-                    pipe.zadd(index, {session_id: self._expires_at()}, xx=True)
-                    pipe.expire(index, self.ttl_seconds)
                 else:
                     pipe.get(key)
-                    pipe.get(claim)
-                raw, owner, *_ = await pipe.execute()
-        return self._decode(user_id, session_id, raw, owner)
-
-    def _decode(
-        self, user_id: str, session_id: str, raw: str | None, owner: str | None
-    ) -> SessionRecord | None:
+                pipe.get(claim)
+                if self.expiry is not None:
+                    self.expiry.on_read(
+                        pipe, user_id, session_id, sliding=self.sliding, expires_at=expires_at
+                    )
+                if self.sliding:
+                    # Only existing keys and members are touched: EXPIRE and ZADD XX create nothing.
+                    pipe.expire(claim, self.ttl_seconds)
+                    pipe.zadd(index, {session_id: expires_at}, xx=True)
+                    pipe.expire(index, self.ttl_seconds)
+                raw, owner, *rest = await pipe.execute()
         if owner is not None and owner != user_id:
             raise OwnershipError(f"session {session_id!r} belongs to another user")
-        if raw is None:
-            return None
-        doc = json.loads(raw)
-        if doc.get("owner") != user_id:
-            raise OwnershipError(f"session {session_id!r} belongs to another user")
-        return SessionRecord(user_id, session_id, doc.get("data") or {}, doc.get("updated_at", 0))
+        if raw is not None:
+            return decode(user_id, session_id, raw)
+        if self.expiry is not None and rest[0]:  # expired, but its shadow is still there
+            await self.expiry.archive_expired(user_id, session_id)
+        return None
 
     async def save(self, user_id: str, session_id: str, data: dict[str, Any]) -> None:
         """Write a session's context with its TTL and claim its id: one round trip.
 
+        The write is blind: an expired session's unarchived context under the same id is
+        archived by `load`, which the nodes and `manager.sessions` always call first.
+
         Raises:
             OwnershipError: the session id is held by another user (nothing is kept).
         """
-        payload = _encode(user_id, data)
+        payload = encode(user_id, data)
         key, claim, index = (
             self.keys.session(user_id, session_id),
             self.keys.claim(session_id),
@@ -164,12 +190,22 @@ class SessionStore:
                 pipe.zadd(index, {session_id: now + self.ttl_seconds})
                 pipe.zremrangebyscore(index, "-inf", now)
                 pipe.expire(index, self.ttl_seconds)
+                if self.expiry is not None:
+                    self.expiry.on_save(pipe, user_id, session_id, payload, now + self.ttl_seconds)
                 _, owner, *_ = await pipe.execute()
             if owner != user_id:
                 # Lost a race for a fresh id: undo the write, which lives under our own user.
-                await self.client.delete(key)
-                await self.client.zrem(index, session_id)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    self._drop(pipe, user_id, session_id)
+                    await pipe.execute()
                 raise OwnershipError(f"session {session_id!r} belongs to another user")
+
+    def _drop(self, pipe: Pipeline, user_id: str, session_id: str) -> None:
+        """Queue the removal of a session's document, shadow and index entries (not its claim)."""
+        pipe.delete(self.keys.session(user_id, session_id))
+        pipe.zrem(self.keys.index(user_id), session_id)
+        pipe.delete(self.keys.shadow(user_id, session_id))
+        pipe.zrem(self.keys.expiry_index(), self.keys.expiry_member(user_id, session_id))
 
     async def get(self, user_id: str, session_id: str) -> SessionRecord:
         """Like `load`, but a missing session raises `NotFoundError`."""
@@ -186,19 +222,15 @@ class SessionStore:
         return SessionRecord(user_id, session_id, data, time.time())
 
     async def delete(self, user_id: str, session_id: str) -> bool:
-        """Remove a session and release its id. Returns whether it existed."""
-        key, claim, index = (
-            self.keys.session(user_id, session_id),
-            self.keys.claim(session_id),
-            self.keys.index(user_id),
-        )
+        """Remove a session (with its shadow copy, so it is not archived again on expiry) and
+        release its id. Returns whether it existed."""
+        claim = self.keys.claim(session_id)
         with translate_errors(TIER, self.masked_url):
             owner = await self.client.get(claim)
             if owner is not None and owner != user_id:
                 raise OwnershipError(f"session {session_id!r} belongs to another user")
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.delete(key)
-                pipe.zrem(index, session_id)
+                self._drop(pipe, user_id, session_id)
                 pipe.delete(claim)
                 deleted, *_ = await pipe.execute()
         return bool(deleted)
@@ -214,3 +246,41 @@ class SessionStore:
         with translate_errors(TIER, self.masked_url):
             remaining = await self.client.ttl(self.keys.session(user_id, session_id))
         return remaining if remaining >= 0 else None
+
+    # -- expiry -------------------------------------------------------------------------
+
+    async def sweep_expired(self, *, now: float | None = None, limit: int = 1000) -> SweepReport:
+        """Archive the sessions that expired (by ``now``, default the present) and clean up
+        their shadow copies; at most ``limit`` index entries are examined. Safe to run from
+        several processes at once. An empty report when archiving is off.
+
+        Raises:
+            BackendError: Redis or the archive failed; the next sweep retries what is left.
+        """
+        if self.expiry is None:
+            return SweepReport()
+        return await self.expiry.sweep(now=now, limit=limit)
+
+    async def run_sweeper(self, interval: timedelta | None) -> None:
+        """Run `sweep_expired` every ``interval`` until cancelled (failures are logged and
+        retried); returns at once when ``interval`` is None or archiving is off."""
+        if interval is not None and self.expiry is not None:
+            await self.expiry.run(interval)
+
+    # -- users --------------------------------------------------------------------------
+
+    async def export_user(self, user_id: str) -> list[SessionRecord]:
+        """Every session the tier holds for ``user_id``: the live ones, then the expired ones
+        whose context is not archived yet (``expired=True``), each newest first. Refreshes no
+        TTL; ``user_id`` must be validated by the caller."""
+        with translate_errors(TIER, self.masked_url):
+            return await users.export_user(self.client, self.keys, user_id)
+
+    async def forget_user(self, user_id: str) -> int:
+        """Delete every session key of ``user_id``, the session-id claims the user still holds
+        and the user's expiry index entries, archiving nothing. Returns how many keys and index
+        entries were removed; idempotent (a rerun after a failure finishes the job, then
+        returns 0). Sessions written while it runs may survive: call it when the user is not
+        active. ``user_id`` must be validated by the caller."""
+        with translate_errors(TIER, self.masked_url):
+            return await users.forget_user(self.client, self.keys, user_id)

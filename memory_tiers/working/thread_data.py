@@ -1,0 +1,70 @@
+"""A thread's checkpoints as JSON data (for a user export), and deleting them until none is left."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+
+from memory_tiers.errors import BackendError
+from memory_tiers.jsonable import to_json
+from memory_tiers.working.guard import OwnershipGuardedSaver
+
+# Deletes of one thread before giving up; each removes everything on the savers we know, but
+# some delete in capped batches (AsyncRedisSaver: 10,000 checkpoints per call).
+MAX_DELETE_ROUNDS = 100
+
+
+def _thread(thread_id: str) -> RunnableConfig:
+    # No user in the config: the ownership guard's administration path, and every namespace.
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def checkpoint_record(tup: CheckpointTuple) -> dict[str, Any]:
+    """One checkpoint: its ids, timestamp, metadata, channel values and pending writes, as JSON."""
+    configurable = tup.config["configurable"]
+    parent = (tup.parent_config or {}).get("configurable") or {}
+    return {
+        "id": configurable["checkpoint_id"],
+        "checkpoint_ns": configurable.get("checkpoint_ns", ""),
+        "parent_id": parent.get("checkpoint_id"),
+        "ts": tup.checkpoint["ts"],
+        "metadata": to_json(tup.metadata),
+        "channel_values": to_json(tup.checkpoint["channel_values"]),
+        "pending_writes": [
+            {"task_id": task_id, "channel": channel, "value": to_json(value)}
+            for task_id, channel, value in tup.pending_writes or ()
+        ],
+    }
+
+
+async def export_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> list[dict[str, Any]]:
+    """Every checkpoint of the thread, in every namespace, newest first (as the saver lists them)."""
+    return [checkpoint_record(tup) async for tup in saver.alist(_thread(thread_id))]
+
+
+async def _has_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:
+    async for _ in saver.alist(_thread(thread_id), limit=1):
+        return True
+    return False
+
+
+async def delete_checkpoints(checkpointer: OwnershipGuardedSaver, thread_id: str) -> None:
+    """Delete every checkpoint and write of the thread through the guard (which forgets the
+    thread's cached owner too), repeating the delete while the thread still lists a checkpoint.
+
+    The last call is always a delete that found nothing before it, so no trace a listing may
+    leave (InMemorySaver makes an empty entry for a thread it is asked about) remains.
+
+    Raises:
+        BackendError: checkpoints are still listed after `MAX_DELETE_ROUNDS` deletes.
+    """
+    for _ in range(MAX_DELETE_ROUNDS):
+        found = await _has_checkpoints(checkpointer.inner, thread_id)
+        await checkpointer.adelete_thread(thread_id)
+        if not found:
+            return
+    raise BackendError(
+        f"working tier: thread {thread_id!r} still has checkpoints after {MAX_DELETE_ROUNDS} deletes"
+    )

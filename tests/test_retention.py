@@ -1,0 +1,155 @@
+"""Retention on every checkpointer: pruning keeps every kept checkpoint's exact state (delta
+channels, pending interrupts), idle threads are archived or deleted, runs are idempotent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from helpers import memory_graph, turn_config, unique
+from langgraph.types import Command
+from sqlalchemy import update
+from test_threads import log_graph, run_turns, states
+
+from memory_tiers import MemoryManager
+from memory_tiers.long_term.schema import threads
+from memory_tiers.working.chain import load_thread, plan_prune
+
+
+def with_retention(config: dict[str, Any], **retention: Any) -> dict[str, Any]:
+    working = dict(config.get("working") or {})
+    working["retention"] = retention
+    return {**config, "working": working}
+
+
+async def make_idle(manager: MemoryManager, thread_id: str, days: int) -> None:
+    """Pretend the thread was last active ``days`` ago."""
+    past = datetime.now(UTC) - timedelta(days=days)
+    async with manager.long_term.engine.begin() as conn:
+        await conn.execute(
+            update(threads).where(threads.c.thread_id == thread_id).values(last_active_at=past)
+        )
+
+
+async def test_keep_last_keeps_what_delta_channels_need_and_every_kept_state(checkpointer_config):
+    alice, thread = unique("alice"), unique("t")
+    async with MemoryManager(with_retention(checkpointer_config, keep_last=2)) as manager:
+        graph = log_graph(manager)
+        await run_turns(graph, alice, thread, 8)
+        before = await states(graph, alice, thread)
+        chain = (await load_thread(manager.checkpointer.inner, thread))[""]
+        sentinel_only = [c for c, t in chain.items() if "log" not in t.checkpoint["channel_values"]]
+
+        report = await manager.retention.run()
+        after = await states(graph, alice, thread)
+        again = await manager.retention.run()
+        await run_turns(graph, alice, thread, 1)
+        latest = await graph.aget_state(turn_config(alice, thread))
+
+    assert sentinel_only, "the graph must store its log as deltas for this test to mean anything"
+    assert 2 < len(after) < len(before)  # more than keep_last survive: the delta chain back to a snapshot
+    assert after == {cid: before[cid] for cid in after}  # every kept checkpoint loads as before
+    assert max(after) == max(before)
+    assert report.pruned_threads == 1 and report.pruned_checkpoints == len(before) - len(after)
+    assert again.pruned_threads == 0  # nothing new since: skipped
+    assert latest.values["log"] == [f"turn-{i}" for i in range(1, 10)]
+
+
+async def test_keep_last_keeps_a_pending_interrupt_resumable(checkpointer_config):
+    alice, thread = unique("alice"), unique("t")
+    async with MemoryManager(with_retention(checkpointer_config, keep_last=1)) as manager:
+        graph = log_graph(manager, ask=True)
+        for answer in ("a", "b", "c"):
+            await graph.ainvoke({"turns": 0}, turn_config(alice, thread))
+            await graph.ainvoke(Command(resume=answer), turn_config(alice, thread))
+        await graph.ainvoke({"turns": 0}, turn_config(alice, thread))
+        before = await states(graph, alice, thread)
+        await manager.retention.run()
+        after = await states(graph, alice, thread)
+        resumed = await graph.ainvoke(Command(resume="d"), turn_config(alice, thread))
+
+    head = max(before)
+    assert after[head] == before[head] and after[head][2] == ("approve?",)
+    assert len(after) < len(before)
+    assert resumed["log"] == ["turn-1:a", "turn-2:b", "turn-3:c", "turn-4:d"]
+
+
+async def test_prune_plan_without_delta_channels_keeps_exactly_keep_last(checkpointer_config):
+    alice, thread = unique("alice"), unique("t")
+    async with MemoryManager(checkpointer_config) as manager:
+        graph = memory_graph(manager)
+        for i in range(4):
+            await graph.ainvoke({"messages": [("user", f"message {i}")]}, turn_config(alice, thread))
+        by_ns = await load_thread(manager.checkpointer.inner, thread)
+    plan = plan_prune(by_ns, keep_last=3)
+    assert plan.checkpoints == len(by_ns[""]) - 3
+    assert plan.window == 3
+
+
+async def test_idle_threads_are_archived_or_deleted_per_namespace_and_dry_run_writes_nothing(
+    checkpointer_config,
+):
+    alice = unique("alice")
+    config = with_retention(
+        checkpointer_config,
+        max_idle="30d",
+        namespaces={"scratch": {"max_idle": "1d", "on_idle": "delete"}},
+    )
+    async with MemoryManager(config) as manager:
+        graph = memory_graph(manager)
+        ids = {name: unique(name) for name in ("old", "recent", "scratch_old", "scratch_new")}
+        await manager.threads.create(alice, ids["scratch_old"], namespace="scratch")
+        await manager.threads.create(alice, ids["scratch_new"], namespace="scratch")
+        for thread in ids.values():
+            await graph.ainvoke({"messages": [("user", "I like tea.")]}, turn_config(alice, thread))
+        await make_idle(manager, ids["old"], 40)
+        await make_idle(manager, ids["recent"], 10)  # idle, but within the default 30d
+        await make_idle(manager, ids["scratch_old"], 2)
+        await make_idle(manager, ids["scratch_new"], 0)
+
+        dry = await manager.retention.run(dry_run=True)
+        untouched = {t.thread_id: t.status for t in (await manager.threads.list(alice)).threads}
+        report = await manager.retention.run()
+        after = {t.thread_id: t.status for t in (await manager.threads.list(alice)).threads}
+        rerun = await manager.retention.run()
+        archives = {a["thread_id"] for a in await manager.long_term.list_archives(alice)}
+
+    assert (dry.archived, dry.deleted, dry.dry_run) == (1, 1, True)
+    assert set(untouched.values()) == {"active"} and len(untouched) == 4
+    assert (report.archived, report.deleted, report.failed) == (1, 1, {})
+    assert after == {ids["old"]: "archived", ids["recent"]: "active", ids["scratch_new"]: "active"}
+    assert (rerun.archived, rerun.deleted) == (0, 0)
+    assert archives == {ids["old"]}
+
+
+async def test_a_thread_active_again_since_the_scan_is_left_alone(checkpointer_config, monkeypatch):
+    alice, thread = unique("alice"), unique("t")
+    async with MemoryManager(with_retention(checkpointer_config, max_idle="1d")) as manager:
+        graph = memory_graph(manager)
+        await graph.ainvoke({"messages": [("user", "hello")]}, turn_config(alice, thread))
+        await make_idle(manager, thread, 3)
+        registry = manager.long_term.registry
+        scan = registry.idle
+
+        async def scan_then_turn(**kwargs: Any) -> Any:
+            found = await scan(**kwargs)
+            if found:  # the user comes back between the scan and the archive
+                await graph.ainvoke({"messages": [("user", "back again")]}, turn_config(alice, thread))
+            return found
+
+        monkeypatch.setattr(registry, "idle", scan_then_turn)
+        report = await manager.retention.run()
+        state = await graph.aget_state(turn_config(alice, thread))
+        record = await manager.threads.get(alice, thread)
+
+    assert report.archived == 0
+    assert record.status == "active" and len(state.values["messages"]) == 4
+
+
+@pytest.mark.parametrize("keep_last", [0, -1])
+def test_retention_config_rejects_nonsense(keep_last):
+    from memory_tiers import ConfigError
+
+    with pytest.raises(ConfigError, match=r"working\.retention\.keep_last"):
+        MemoryManager({"working": {"backend": "memory", "retention": {"keep_last": keep_last}}})

@@ -1,0 +1,468 @@
+"""User data rights: `manager.users.export` and `manager.users.forget`, proved on the raw backends.
+
+Every forget test populates two users, forgets one, and then looks into each backend directly
+(SQL tables, the SQLite full-text index, Redis keys, the checkpointer's own storage) instead of
+trusting the library's read API; the same probes must find the other user's data, so a probe
+that sees nothing cannot pass by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+from helpers import memory_graph, turn_config, unique
+from langchain_core.messages import AIMessage, HumanMessage
+from pydantic import BaseModel
+from sqlalchemy import func, select, text
+
+import memory_tiers.long_term.user_data
+import memory_tiers.users
+from memory_tiers import FactCandidate, InvalidIdentifierError, MemoryManager, MemoryState
+from memory_tiers.extractors.rules import RulesExtractor
+from memory_tiers.jsonable import to_json
+from memory_tiers.long_term.schema import metadata
+from memory_tiers.long_term.user_data import user_rows
+
+USER_TABLES = [table for table in metadata.sorted_tables if "user_id" in table.c]
+
+
+# -- two users' data ----------------------------------------------------------------------
+
+
+@dataclass
+class Person:
+    """A user with a canary word planted in every tier."""
+
+    user_id: str = field(default_factory=lambda: unique("user"))
+    canary: str = field(default_factory=lambda: f"canary{uuid.uuid4().hex[:10]}")
+    threads: list[str] = field(default_factory=lambda: [unique("t"), unique("t")])
+    sessions: list[str] = field(default_factory=lambda: [unique("s"), unique("s")])
+    live_session: str = field(default_factory=lambda: unique("s"))
+
+
+async def populate(manager: MemoryManager, person: Person) -> None:
+    """Turns on two threads (with a superseded fact), a profile, an API fact, a store item, an
+    archive and a live session, each holding the person's canary."""
+    graph = memory_graph(manager)
+    user, canary = person.user_id, person.canary
+    for thread, session, message in zip(
+        person.threads,
+        person.sessions,
+        (f"I live in Rome. I like {canary}.", "I moved to Milan."),
+        strict=True,
+    ):
+        await graph.ainvoke({"messages": [("user", message)]}, turn_config(user, thread, session))
+    await manager.long_term.patch_profile(user, {"nickname": canary})
+    await manager.long_term.add_facts(user, [FactCandidate(attribute="motto", value=f"{canary} motto")])
+    await manager.store.for_user(user).aput(("notes",), "n1", {"text": canary})
+    await manager.long_term.add_archive(user, kind="thread", summary=canary, data={"canary": canary})
+    await manager.sessions.start(user, person.live_session, {"note": canary})
+
+
+# -- probes on the raw backends -------------------------------------------------------------
+
+
+async def sql_rows(manager: MemoryManager, user_id: str) -> dict[str, int]:
+    """Rows of ``user_id`` in every long-term table that has a user_id column."""
+    async with manager.long_term.engine.connect() as conn:
+        return {
+            table.name: await conn.scalar(
+                select(func.count()).select_from(table).where(table.c.user_id == user_id)
+            )
+            for table in USER_TABLES
+        }
+
+
+async def fts_matches(manager: MemoryManager, word: str) -> int | None:
+    """Facts the SQLite full-text index finds for ``word`` (None on PostgreSQL, whose index is a
+    generated column of the row itself)."""
+    if manager.long_term.dialect != "sqlite":
+        return None
+    async with manager.long_term.engine.connect() as conn:
+        # The index must agree with the facts table it indexes.
+        await conn.execute(text("INSERT INTO mt_facts_fts(mt_facts_fts) VALUES ('integrity-check')"))
+        found = await conn.execute(
+            text("SELECT rowid FROM mt_facts_fts WHERE mt_facts_fts MATCH :w"), {"w": word}
+        )
+        return len(found.all())
+
+
+async def redis_leaks(manager: MemoryManager, person: Person) -> list[str]:
+    """The person's session-tier entries, found by SCAN over this manager's key prefix: keys under
+    their hash tag or claiming one of their session ids, and their members of the expiry index."""
+    store = manager.session_store
+    mine = [f"{{{person.user_id}}}"] + [f"{{{s}}}" for s in (*person.sessions, person.live_session)]
+    found = [
+        key
+        async for key in store.client.scan_iter(match=f"{manager.config.session.key_prefix}:*", count=500)
+        if any(tag in key for tag in mine)
+    ]
+    index = store.keys.expiry_index()
+    found += [
+        f"{index} {member}"
+        async for member, _ in store.client.zscan_iter(index)
+        if member.startswith(f"{person.user_id} ")
+    ]
+    return found
+
+
+async def checkpoint_entries(manager: MemoryManager, backend: str, thread_id: str) -> int:
+    """What the checkpointer's own storage holds for the thread, counted in its own terms."""
+    config = manager.config.working
+    if backend == "memory":
+        saver = manager.checkpointer.inner
+        return (
+            int(thread_id in saver.storage)
+            + sum(key[0] == thread_id for key in saver.writes)
+            + sum(key[0] == thread_id for key in saver.blobs)
+        )
+    if backend == "sqlite":
+        with sqlite3.connect(Path(manager.data_dir) / "working.db") as conn:
+            return sum(
+                conn.execute(f"SELECT count(*) FROM {table} WHERE thread_id = ?", (thread_id,)).fetchone()[0]
+                for table in ("checkpoints", "writes")
+            )
+    if backend == "postgres":
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(config.url.get_secret_value()) as conn:
+            total = 0
+            for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
+                cursor = await conn.execute(
+                    f"SELECT count(*) FROM {table} WHERE thread_id = %s", (thread_id,)
+                )
+                total += (await cursor.fetchone())[0]
+            return total
+    async with redis.asyncio.Redis.from_url(config.url.get_secret_value()) as client:
+        return len([key async for key in client.scan_iter(match=f"*{thread_id}*", count=1000)])
+
+
+async def probe(manager: MemoryManager, backend: str, person: Person) -> dict[str, Any]:
+    """Everything of the person found by looking into the backends directly."""
+    return {
+        "sql": {name: n for name, n in (await sql_rows(manager, person.user_id)).items() if n},
+        "fts": await fts_matches(manager, person.canary),
+        "redis": await redis_leaks(manager, person),
+        "checkpoints": {t: n for t in person.threads if (n := await checkpoint_entries(manager, backend, t))},
+    }
+
+
+def assert_all_there(found: dict[str, Any], person: Person) -> None:
+    assert set(found["sql"]) == {table.name for table in USER_TABLES}, found
+    assert found["fts"] is None or found["fts"] > 0
+    user_tag, claim = f"{{{person.user_id}}}", f"{{{person.live_session}}}"
+    assert any(user_tag in key for key in found["redis"]) and any(claim in key for key in found["redis"])
+    assert set(found["checkpoints"]) == set(person.threads), found
+
+
+NOTHING = {"sql": {}, "redis": [], "checkpoints": {}}
+
+
+def assert_nothing_left(found: dict[str, Any]) -> None:
+    assert found["fts"] in (None, 0)
+    assert {k: v for k, v in found.items() if k != "fts"} == NOTHING
+
+
+# -- backends -----------------------------------------------------------------------------
+
+FAMILIES = [
+    pytest.param("embedded", "sqlite", id="embedded"),
+    pytest.param("postgres+redis", "postgres", id="postgres+redis", marks=pytest.mark.postgres),
+    pytest.param("embedded", "memory", id="memory-checkpointer"),
+    pytest.param("embedded", "redis", id="redis-checkpointer", marks=pytest.mark.redis_stack),
+]
+
+
+def with_working(config: dict[str, Any], backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``config`` with its working tier on ``backend`` (memory or Redis Stack), else as it is."""
+    if backend == "memory":
+        return {**config, "working": {"backend": "memory"}}
+    if backend == "redis":
+        return {**config, "working": {"backend": "redis", "url": request.getfixturevalue("redis_stack_url")}}
+    return config
+
+
+@pytest.fixture
+def config(memory_config: dict[str, Any], backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The manager config of the family and checkpointer ``backend`` a test is parametrized with."""
+    return with_working(memory_config, backend, request)
+
+
+on_every_backend = pytest.mark.parametrize(("memory_config", "backend"), FAMILIES, indirect=["memory_config"])
+
+
+async def two_people(manager: MemoryManager) -> tuple[Person, Person]:
+    alice, bob = Person(), Person()
+    for person in (alice, bob):
+        await populate(manager, person)
+    return alice, bob
+
+
+@on_every_backend
+async def test_forget_leaves_nothing_of_the_user_and_everything_of_the_other(
+    config: dict[str, Any], backend: str
+) -> None:
+    async with MemoryManager(config) as manager:
+        alice, bob = await two_people(manager)
+        assert_all_there(await probe(manager, backend, alice), alice)
+
+        report = await manager.users.forget(alice.user_id)
+
+        assert_nothing_left(await probe(manager, backend, alice))
+        assert_all_there(await probe(manager, backend, bob), bob)
+        assert report.threads == 2 and report.long_term["mt_threads"] == 2
+        assert report.sessions > 0 and report.long_term["mt_facts"] >= 4  # Rome (superseded), Milan, ...
+        assert report.found_anything
+
+        again = await manager.users.forget(alice.user_id)
+        assert not again.found_anything
+        assert_nothing_left(await probe(manager, backend, alice))
+
+        # Bob's graph runs on, with his history and his memory.
+        graph = memory_graph(manager)
+        state = await graph.ainvoke(
+            {"messages": [("user", "still there?")]}, turn_config(bob.user_id, bob.threads[0])
+        )
+        assert bob.canary in json.dumps(to_json(state["messages"]))
+        assert state["profile"]["nickname"] == bob.canary
+        # Alice may come back: her old thread id starts empty, her memory too.
+        state = await graph.ainvoke(
+            {"messages": [("user", "hello")]}, turn_config(alice.user_id, alice.threads[0])
+        )
+        assert [m.content for m in state["messages"]] == ["hello", "Hello stranger"]
+
+
+def fail_on_call(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, call: int) -> None:
+    """Make ``target.name`` (async) raise on its ``call``-th call only, as a crash would."""
+    real = getattr(target, name)
+    calls = iter(range(1, 1_000))
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if next(calls) == call:
+            raise ConnectionError(f"crash in {name}")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, flaky)
+
+
+@pytest.mark.parametrize("step", ["checkpoints", "sessions", "long_term"])
+async def test_a_forget_that_crashed_part_way_is_finished_by_the_next(
+    memory_config: dict[str, Any], step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = dict(memory_config.get("working") or {}).get("backend", "sqlite")
+    async with MemoryManager(memory_config) as manager:
+        alice, bob = await two_people(manager)
+        with monkeypatch.context() as patch:
+            if step == "checkpoints":  # after the first thread's checkpoints are gone
+                fail_on_call(patch, memory_tiers.users, "delete_checkpoints", 2)
+            elif step == "sessions":
+                fail_on_call(patch, manager.session_store, "forget_user", 1)
+            else:  # inside the SQL transaction, at its last table (the registry)
+                real = memory_tiers.long_term.user_data._delete_statement
+
+                def crash_at_registry(table: Any, user_id: str) -> Any:
+                    if table.name == "mt_threads":
+                        raise ConnectionError("crash in the transaction")
+                    return real(table, user_id)
+
+                patch.setattr(memory_tiers.long_term.user_data, "_delete_statement", crash_at_registry)
+            with pytest.raises(ConnectionError, match="crash"):
+                await manager.users.forget(alice.user_id)
+
+        found = await probe(manager, backend, alice)
+        # The long-term rows go in one transaction: all of them are still there, the registry too.
+        assert set(found["sql"]) == {table.name for table in USER_TABLES}
+        if step == "checkpoints":
+            assert len(found["checkpoints"]) == 1  # the thread after the crash
+
+        await manager.users.forget(alice.user_id)
+        assert_nothing_left(await probe(manager, backend, alice))
+        assert_all_there(await probe(manager, backend, bob), bob)
+
+
+# -- export -------------------------------------------------------------------------------
+
+
+class Scratch(MemoryState, total=False):
+    scratch: dict[str, Any]
+
+
+def scratch_agent(state: Scratch) -> dict[str, Any]:
+    """Leaves values in the state that JSON has no form for."""
+    return {
+        "messages": [AIMessage("noted")],
+        "scratch": {"raw": b"\x00\xff", "nan": float("nan"), "at": datetime(2024, 5, 1, tzinfo=UTC)},
+    }
+
+
+def human_texts(export: dict[str, Any]) -> list[str]:
+    return [
+        message["data"]["content"]
+        for thread in export["working"]["threads"]
+        for checkpoint in thread["checkpoints"]
+        for message in checkpoint["channel_values"].get("messages", [])
+        if message["type"] == "human"
+    ]
+
+
+@on_every_backend
+async def test_export_holds_the_user_in_every_tier_and_nobody_else(
+    config: dict[str, Any], backend: str
+) -> None:
+    async with MemoryManager(config) as manager:
+        alice, bob = await two_people(manager)
+        graph = manager.nodes.around(scratch_agent, Scratch).compile(checkpointer=manager.checkpointer)
+        await graph.ainvoke(
+            {"messages": [("user", "keep this")]}, turn_config(alice.user_id, alice.threads[0])
+        )
+        export = await manager.users.export(alice.user_id)
+
+    dumped = json.dumps(export, allow_nan=False)
+    assert bob.canary not in dumped and bob.user_id not in dumped
+    assert export["format"] == memory_tiers.users.EXPORT_FORMAT and export["user_id"] == alice.user_id
+    assert datetime.fromisoformat(export["exported_at"]).tzinfo is not None
+
+    long_term = export["long_term"]
+    assert long_term["profile"]["document"]["nickname"] == alice.canary
+    history = {(f["attribute"], f["value"], f["superseded_by"] is None) for f in long_term["facts"]}
+    assert {
+        ("location", "Rome", False),
+        ("location", "Milan", True),
+        ("likes", alice.canary, True),
+    } <= history
+    assert all(fact["observations"] for fact in long_term["facts"])
+    assert {row["thread_id"] for row in long_term["threads"]} == set(alice.threads)
+    assert [row["summary"] for row in long_term["archives"]] == [alice.canary]
+    assert [row["value"] for row in long_term["store_items"]] == [{"text": alice.canary}]
+    assert {name for name in long_term} >= {"profile", "facts", "threads", "archives", "store_items"}
+
+    sessions = {record["session_id"]: record for record in export["session"]["sessions"]}
+    assert set(sessions) >= {alice.live_session, *alice.sessions}
+    assert sessions[alice.live_session]["data"] == {"note": alice.canary}
+
+    working = {thread["thread_id"]: thread["checkpoints"] for thread in export["working"]["threads"]}
+    assert set(working) == set(alice.threads)
+    assert f"I live in Rome. I like {alice.canary}." in human_texts(export)
+    latest = working[alice.threads[0]][0]
+    assert latest["parent_id"] == working[alice.threads[0]][1]["id"]
+    assert datetime.fromisoformat(latest["ts"]) and latest["metadata"]["source"] == "loop"
+    # AsyncRedisSaver keeps channel values as RedisJSON, which has no NaN: it stores null.
+    nan = None if backend == "redis" else {"__type__": "builtins.float", "repr": "nan"}
+    assert latest["channel_values"]["scratch"] == {
+        "raw": {"__type__": "bytes", "base64": "AP8="},
+        "nan": nan,
+        "at": "2024-05-01T00:00:00+00:00",
+    }
+
+
+async def test_rows_read_one_per_page_are_the_rows_read_at_once(memory_config: dict[str, Any]) -> None:
+    alice = Person()
+    async with MemoryManager(memory_config) as manager:
+        await populate(manager, alice)
+        await manager.store.for_user(alice.user_id).aput(("notes", "more"), "n2", {"text": "second"})
+        for table in USER_TABLES:
+            paged = [row async for row in user_rows(manager.long_term, table, alice.user_id, page_size=1)]
+            at_once = [row async for row in user_rows(manager.long_term, table, alice.user_id)]
+            assert paged == at_once and at_once, table.name
+
+
+async def test_export_and_forget_validate_the_user_id(tmp_path: Path) -> None:
+    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
+        for call in (manager.users.export, manager.users.forget):
+            with pytest.raises(InvalidIdentifierError):
+                await call("{alice}")
+        assert (await manager.users.export(unique("nobody")))["long_term"]["facts"] == []
+
+
+class Model(BaseModel):
+    name: str
+    at: datetime
+
+
+def test_to_json_converts_what_json_cannot_hold() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    converted = to_json(
+        {
+            "message": HumanMessage("hi", id="m1"),
+            "model": Model(name="x", at=datetime(2024, 1, 1, tzinfo=UTC)),
+            "inf": float("-inf"),
+            "set": {1},
+            ("a", 1): "tuple key",
+            "loop": loop,
+            "other": object(),
+        }
+    )
+    json.dumps(converted, allow_nan=False)
+    assert converted["message"]["type"] == "human" and converted["message"]["data"]["content"] == "hi"
+    assert converted["model"] == {"name": "x", "at": "2024-01-01T00:00:00Z"}
+    assert converted["inf"] == {"__type__": "builtins.float", "repr": "-inf"}
+    assert converted["set"] == [1] and converted["('a', 1)"] == "tuple key"
+    assert converted["loop"] == [{"__type__": "builtins.list", "repr": "<cycle>"}]
+    assert converted["other"]["__type__"] == "builtins.object"
+
+
+# -- deferred learning ----------------------------------------------------------------------
+
+
+def deferred(config: dict[str, Any], debounce: str) -> dict[str, Any]:
+    long_term = {
+        **dict(config.get("long_term") or {}),
+        "extraction": {"mode": "deferred", "debounce": debounce},
+    }
+    return {**config, "long_term": long_term}
+
+
+async def test_a_pending_deferred_turn_does_not_bring_facts_back(memory_config: dict[str, Any]) -> None:
+    alice, bob = Person(), Person()
+    async with MemoryManager(deferred(memory_config, "1h")) as manager:
+        graph = memory_graph(manager)
+        for person in (alice, bob):
+            await graph.ainvoke(
+                {"messages": [("user", f"I like {person.canary}.")]},
+                turn_config(person.user_id, person.threads[0]),
+            )
+        assert manager.learner.deferred.pending == 2
+
+        report = await manager.users.forget(alice.user_id)
+        await manager.flush()
+
+        assert report.deferred_turns == 1
+        assert await sql_rows(manager, alice.user_id) == {table.name: 0 for table in USER_TABLES}
+        assert [f.value for f in await manager.long_term.list_facts(bob.user_id)] == [bob.canary]
+
+
+async def test_forget_waits_for_a_deferred_run_already_under_way(memory_config: dict[str, Any]) -> None:
+    alice = Person()
+    started, release = asyncio.Event(), asyncio.Event()
+
+    class Slow(RulesExtractor):
+        async def extract(self, messages, context):
+            started.set()
+            await release.wait()
+            return super().extract(messages, context)
+
+    async with MemoryManager(deferred(memory_config, "1ms")) as manager:
+        manager.learner.extractors[:] = [Slow()]
+        await memory_graph(manager).ainvoke(
+            {"messages": [("user", f"I like {alice.canary}.")]}, turn_config(alice.user_id, alice.threads[0])
+        )
+        await started.wait()
+        forget = asyncio.create_task(manager.users.forget(alice.user_id))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not forget.done()  # it waits for the run, which would otherwise write after it
+        release.set()
+        report = await forget
+
+        assert report.deferred_turns == 0 and report.long_term["mt_facts"] == 1
+        assert await sql_rows(manager, alice.user_id) == {table.name: 0 for table in USER_TABLES}

@@ -11,6 +11,7 @@ from memory_tiers.errors import (
     NotFoundError,
     OwnershipError,
     StateSchemaError,
+    SummarizerError,
     UsageError,
 )
 from memory_tiers.extractors import FactCandidate, FactExtractor
@@ -32,5 +33,6 @@ __all__ = [
     "NotFoundError",
     "OwnershipError",
     "StateSchemaError",
+    "SummarizerError",
     "UsageError",
 ]

@@ -27,6 +27,7 @@ from memory_tiers.long_term.models import ThreadRecord
 from memory_tiers.threads_archive import archive_thread
 from memory_tiers.working.chain import load_thread, plan_prune
 from memory_tiers.working.pruning import pruner_for
+from memory_tiers.working.thread_data import delete_checkpoints
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
@@ -154,7 +155,7 @@ class RetentionAPI:
             record.thread_id, "archiving", expected=["active", "archiving"], idle_before=cutoff
         ):
             return  # active again since the scan
-        await self._manager.checkpointer.adelete_thread(record.thread_id)
+        await delete_checkpoints(self._manager.checkpointer, record.thread_id)
         await registry.remove(record.user_id, record.thread_id)
         report.deleted += 1
 

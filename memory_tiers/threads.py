@@ -24,6 +24,7 @@ from memory_tiers.working.chain import ROOT_NS, copy_chain, load_thread, parent_
 from memory_tiers.working.chain import checkpoint_id as id_of
 from memory_tiers.working.diff import StateDiff, diff_values
 from memory_tiers.working.state import channel_values
+from memory_tiers.working.thread_data import delete_checkpoints
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
@@ -270,5 +271,5 @@ class ThreadsAPI:
         except NotFoundError:
             return False
         # Checkpoints first: a crash leaves the row, so deleting again finishes the job.
-        await self._manager.checkpointer.adelete_thread(record.thread_id)
+        await delete_checkpoints(self._manager.checkpointer, record.thread_id)
         return await self._registry.remove(record.user_id, record.thread_id)

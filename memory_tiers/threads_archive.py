@@ -26,6 +26,7 @@ from memory_tiers.long_term.models import ThreadRecord
 from memory_tiers.summarizers import SummaryContext, run_summarizer
 from memory_tiers.working.chain import ROOT_NS, checkpoint_id, thread_config
 from memory_tiers.working.state import thread_messages
+from memory_tiers.working.thread_data import delete_checkpoints
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
@@ -122,5 +123,5 @@ async def _summarize_and_drop(manager: MemoryManager, record: ThreadRecord, head
         thread_id=thread_id,
         archive_id=archive_id_for(thread_id, head_id),
     )
-    await manager.checkpointer.adelete_thread(thread_id)
+    await delete_checkpoints(manager.checkpointer, thread_id)
     return ArchiveResult(thread_id, archive_id, summary.text, facts, checkpoints_deleted=True)

@@ -247,8 +247,8 @@ def test_threads_archive_json(memory_config, tmp_path):
         ["threads", "show"],
         ["threads", "history"],
         ["threads", "fork"],
-        ["threads", "archive", "--yes"],
-        ["threads", "delete", "--yes"],
+        ["threads", "archive"],
+        ["threads", "delete"],
     ],
 )
 def test_threads_of_another_user_exit_2_and_stay_as_they_are(memory_config, tmp_path, command):
@@ -302,7 +302,7 @@ def test_sessions_list_show_and_end(redis_config, tmp_path):
     sessions = cli_json(config, "sessions", "list", "--user", alice)
     shown = cli(config, "sessions", "show", "--user", alice, "--session", session)
     record = cli_json(config, "sessions", "show", "--user", alice, "--session", session)
-    stolen = cli(config, "sessions", "end", "--user", unique("mallory"), "--session", session, "--yes")
+    stolen = cli(config, "sessions", "end", "--user", unique("mallory"), "--session", session)
     refused = cli(config, "sessions", "end", "--user", alice, "--session", session, input="n\n")
     still_live = cli_json(config, "sessions", "list", "--user", alice)
     ended = cli_json(config, "sessions", "end", "--user", alice, "--session", session, "--yes")
@@ -429,9 +429,9 @@ def test_retention_run_lists_failures_and_exits_1(tmp_path, monkeypatch):
 
 def test_retention_without_a_policy_says_so(tmp_path):
     config = write_config(tmp_path, {"data_dir": str(tmp_path / "data")})
-    result = cli(config, "retention", "run", "--dry-run")
+    result = cli(config, "retention", "run")  # nothing to prune or expire: nothing to confirm
     assert result.exit_code == 0, result.output
-    assert "no retention policy is configured" in result.stdout
+    assert "no retention policy is configured" in result.stdout and "[y/N]" not in result.output
 
 
 # -- users -----------------------------------------------------------------------------

@@ -336,3 +336,24 @@ async def test_the_manager_sweeps_periodically_and_survives_a_failing_sweep(
         await wait_for(archived_in_background, "the background sweeper to archive the session")
         assert await archived(manager, alice) == [(session, {"summary": "swept in the background"})]
     assert "session expiry sweep failed" in caplog.text
+
+
+async def test_a_sweep_pages_through_the_index_and_skips_what_it_cannot_read(memory_config, monkeypatch):
+    from memory_tiers.session import expiry
+
+    monkeypatch.setattr(expiry, "_PAGE", 2)  # several pages from a handful of entries
+    alice = unique("alice")
+    live = [unique("live") for _ in range(3)]
+    gone, garbled = unique("gone"), unique("garbled")
+    async with MemoryManager(memory_config) as manager:
+        store = manager.session_store
+        for session in (*live, gone, garbled):
+            await manager.sessions.start(alice, session, {"summary": session})
+        await expire(store, alice, gone)
+        await expire(store, alice, garbled)
+        await store.client.set(store.keys.shadow(alice, garbled), "{not json")
+
+        report = await store.sweep_expired(now=after_expiry(store))  # every entry is due
+        assert (report.examined, report.archived, report.live, report.unreadable) == (5, 1, 3, 1)
+        assert await archived(manager, alice) == [(gone, {"summary": gone})]
+        assert (await store.sweep_expired(now=after_expiry(store), limit=2)).examined == 2

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import memory_graph
+from helpers import memory_graph, turn_config, unique
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
@@ -150,3 +151,17 @@ async def test_redis_backend_without_modules_fails_clearly(redis_url: str, tmp_p
     assert "working" in str(err)
     # Not a bare driver error: whatever the saver raised on setup is kept as the cause.
     assert err.__cause__ is not None
+
+
+async def test_an_in_memory_long_term_database_serves_concurrent_turns():
+    # One in-memory SQLite connection shared by concurrent transactions used to interleave
+    # them (a claim's own row not found); callers now take turns on it.
+    users = [unique("u") for _ in range(8)]
+    config = {"working": {"backend": "memory"}, "long_term": {"url": "sqlite+aiosqlite:///:memory:"}}
+    async with MemoryManager(config) as manager:
+        graph = memory_graph(manager)
+        results = await asyncio.gather(
+            *(graph.ainvoke({"messages": [("user", f"I'm {u}")]}, turn_config(u, f"t-{u}")) for u in users)
+        )
+        owners = {t.user_id for u in users for t in await manager.long_term.list_threads(u)}
+    assert len(results) == len(users) and owners == set(users)

@@ -81,10 +81,11 @@ def missing_sqlite_file(cfg: MemoryTiersConfig, tier: Literal["working", "long_t
 # -- options ---------------------------------------------------------------------------
 
 
-def id_option(name: str, kind: str, *, required: bool = True) -> Callable[[F], F]:
-    """``--NAME ID``: an identifier, passed through as given (the library validates it)."""
+def id_option(name: str, help: str | None = None, *, required: bool = True) -> Callable[[F], F]:
+    """``--NAME ID`` (the parameter ``NAME_id``): an identifier, passed through as given, since
+    the library validates it."""
     dest = f"{name.replace('-', '_')}_id"
-    return click.option(f"--{name}", dest, required=required, metavar="ID", help=f"The {kind} id.")
+    return click.option(f"--{name}", dest, required=required, metavar="ID", help=help or f"The {name} id.")
 
 
 def json_option(func: F) -> F:
@@ -152,7 +153,10 @@ def emit(data: Any, as_json: bool, render: Callable[[], Iterable[RenderableType 
         return
     console = Console()
     for item in render():
-        console.print(item, soft_wrap=isinstance(item, str))
+        if isinstance(item, str):  # a line of text, which may quote ids and values: no markup
+            console.print(item, soft_wrap=True, markup=False)
+        else:
+            console.print(item)
 
 
 def as_text(value: Any) -> str:

@@ -68,12 +68,12 @@ def retention_group() -> None:
 def run(config_file: Path | None, data_dir: Path | None, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Apply `working.retention` once to every registered thread: idle threads are archived or
     deleted, the others keep their newest `keep_last` checkpoints (and every older one those
-    need). Asks first unless --dry-run or --yes. Threads that fail are listed and left as they
-    were (exit code 1); running it again resumes."""
+    need); then expired sessions are archived. Asks first unless --dry-run or --yes. Threads
+    that fail are listed and left as they were (exit code 1); running it again resumes."""
     cfg = build_config(config_file, data_dir)
     policy = cfg.working.retention
     columns = ("threads", "keep last checkpoints", "when idle for")
-    if not dry_run:
+    if not dry_run and _has_policy(policy):  # with no policy there is nothing to confirm
         if not as_json and not yes:
             Console(stderr=True).print(table(*columns, rows=policy_rows(policy), title="retention policy"))
         confirm("Apply this retention policy now (archive, delete and prune as shown)?", yes=yes)
@@ -89,7 +89,7 @@ def run(config_file: Path | None, data_dir: Path | None, dry_run: bool, yes: boo
 
     def render() -> Iterator[Any]:
         if not _has_policy(policy):
-            yield "no retention policy is configured (working.retention): nothing to do"
+            yield "no retention policy is configured (working.retention): no thread is pruned or expired"
         yield table(*columns, rows=policy_rows(policy), title="retention policy")
         counts = [
             ("idle threads archived", report.archived),
@@ -97,6 +97,8 @@ def run(config_file: Path | None, data_dir: Path | None, dry_run: bool, yes: boo
             ("threads pruned", report.pruned_threads),
             ("checkpoints pruned", report.pruned_checkpoints),
             ("threads failed", len(report.failed)),
+            # The session sweep is not simulated: a dry run archives nothing and counts nothing.
+            ("expired sessions archived", None if dry_run else report.sessions_archived),
         ]
         yield table("what", "would be" if dry_run else "done", rows=counts, title="retention run")
         if report.failed:

@@ -51,7 +51,7 @@ def sessions_group() -> None:
 
 @sessions_group.command("list")
 @config_options
-@id_option("user", "user")
+@id_option("user")
 @json_option
 def list_sessions(config_file: Path | None, data_dir: Path | None, user_id: str, as_json: bool) -> None:
     """List the user's live sessions, most recently active first (no TTL is refreshed)."""
@@ -75,8 +75,8 @@ def list_sessions(config_file: Path | None, data_dir: Path | None, user_id: str,
 
 @sessions_group.command("show")
 @config_options
-@id_option("user", "user")
-@id_option("session", "session")
+@id_option("user")
+@id_option("session")
 @json_option
 def show(
     config_file: Path | None, data_dir: Path | None, user_id: str, session_id: str, as_json: bool
@@ -105,8 +105,8 @@ def show(
 
 @sessions_group.command("end")
 @config_options
-@id_option("user", "user")
-@id_option("session", "session")
+@id_option("user")
+@id_option("session")
 @yes_option
 @json_option
 def end(

@@ -84,7 +84,7 @@ def threads_group() -> None:
 
 @threads_group.command("list")
 @config_options
-@id_option("user", "user")
+@id_option("user")
 @click.option("--status", default=None, help="Only threads in this status (active, archived, ...).")
 @click.option("--namespace", default=None, help="Only threads of this namespace.")
 @click.option(
@@ -136,9 +136,9 @@ def list_threads(
 
 @threads_group.command("show")
 @config_options
-@id_option("user", "user")
-@id_option("thread", "thread")
-@id_option("checkpoint", "checkpoint (default: the latest)", required=False)
+@id_option("user")
+@id_option("thread")
+@id_option("checkpoint", "The checkpoint id (default: the latest).", required=False)
 @click.option(
     "--messages",
     "last",
@@ -187,8 +187,8 @@ def show(
 
 @threads_group.command("history")
 @config_options
-@id_option("user", "user")
-@id_option("thread", "thread")
+@id_option("user")
+@id_option("thread")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1), help="At most N checkpoints.")
 @json_option
 def history(
@@ -216,10 +216,10 @@ def history(
 
 @threads_group.command("fork")
 @config_options
-@id_option("user", "user")
-@id_option("thread", "thread")
-@id_option("checkpoint", "checkpoint to fork at (default: the latest)", required=False)
-@id_option("new-thread", "new thread (default: a random one)", required=False)
+@id_option("user")
+@id_option("thread")
+@id_option("checkpoint", "The checkpoint to fork at (default: the latest).", required=False)
+@id_option("new-thread", "The new thread's id (default: a random one).", required=False)
 @json_option
 def fork(
     config_file: Path | None,
@@ -248,8 +248,8 @@ def fork(
 
 @threads_group.command("archive")
 @config_options
-@id_option("user", "user")
-@id_option("thread", "thread")
+@id_option("user")
+@id_option("thread")
 @yes_option
 @json_option
 def archive(
@@ -284,8 +284,8 @@ def archive(
 
 @threads_group.command("delete")
 @config_options
-@id_option("user", "user")
-@id_option("thread", "thread")
+@id_option("user")
+@id_option("thread")
 @yes_option
 @json_option
 def delete(

@@ -35,7 +35,7 @@ def users_group() -> None:
 
 @users_group.command("export")
 @config_options
-@id_option("user", "user")
+@id_option("user")
 @click.option(
     "--output",
     "-o",
@@ -59,7 +59,7 @@ def export(config_file: Path | None, data_dir: Path | None, user_id: str, output
 
 @users_group.command("forget")
 @config_options
-@id_option("user", "user")
+@id_option("user")
 @yes_option
 @json_option
 def forget(config_file: Path | None, data_dir: Path | None, user_id: str, yes: bool, as_json: bool) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from memory_tiers.config import LongTermConfig
 from memory_tiers.errors import ConfigError, MissingDependencyError
@@ -69,6 +70,11 @@ def create_engine(config: LongTermConfig, data_dir: Path) -> AsyncEngine:
     if backend == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            # An in-memory database lives in one connection. SQLAlchemy's default StaticPool
+            # hands that connection to every caller at once, so concurrent transactions would
+            # interleave; a pool of exactly one makes callers take turns.
+            kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0)
         kwargs["connect_args"] = {"timeout": config.connect_timeout.total_seconds()}
     else:
         kwargs.update(

@@ -198,27 +198,25 @@ class SessionExpiry:
                 await pipe.watch(shadow)
                 raw = await pipe.get(shadow)
                 remaining_ms = await pipe.pttl(key)
-                if remaining_ms != -2:  # the session is alive: its entry was scored too early
-                    await self._reschedule(user_id, session_id, remaining_ms)
-                    return _Outcome.LIVE
-                if raw is None:
-                    await self._drop_entry(user_id, session_id)
-                    return _Outcome.MISSING
-                try:
-                    record = decode(user_id, session_id, raw, expired=True)
-                except (ValueError, OwnershipError):
-                    logger.error("session shadow %r is unreadable; it expires with its grace", shadow)
-                    return _Outcome.UNREADABLE
-                await self.archive(record)
-                pipe.multi()
-                pipe.delete(shadow)
-                try:
-                    await pipe.execute()
-                except WatchError:
-                    # A save took the session over (and wrote its own index entry): keep both.
-                    return _Outcome.ARCHIVED
+                if remaining_ms == -2 and raw is not None:
+                    try:
+                        record = decode(user_id, session_id, raw, expired=True)
+                    except (ValueError, OwnershipError):
+                        logger.error("session shadow %r is unreadable; it expires with its grace", shadow)
+                        return _Outcome.UNREADABLE
+                    await self.archive(record)
+                    pipe.multi()
+                    pipe.delete(shadow)
+                    try:
+                        await pipe.execute()
+                    except WatchError:
+                        # A save took the session over (and wrote its own index entry): keep both.
+                        return _Outcome.ARCHIVED
+            if remaining_ms != -2:  # the session is alive: its entry was scored too early
+                await self._reschedule(user_id, session_id, remaining_ms)
+                return _Outcome.LIVE
             await self._drop_entry(user_id, session_id)
-        return _Outcome.ARCHIVED
+        return _Outcome.MISSING if raw is None else _Outcome.ARCHIVED
 
     async def _reschedule(self, user_id: str, session_id: str, remaining_ms: int) -> None:
         remaining = remaining_ms / 1000 if remaining_ms >= 0 else self.ttl_seconds

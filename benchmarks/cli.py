@@ -1,4 +1,5 @@
-"""Command line: ``python -m benchmarks [names...] [--quick] [--redis-url URL] [--postgres-url URL]``.
+"""Command line: ``python -m benchmarks [names...] [--quick] [--plot DIR] [--redis-url URL]
+[--postgres-url URL]``.
 
 Exit status: 0 when every selected benchmark ran (whatever PASS/MISS said), 1 when one failed,
 2 for bad arguments.
@@ -15,12 +16,23 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
-from benchmarks import history, tiers, turn
+from benchmarks import bulk, concurrency, history, plot, recall, store, tiers, turn
+from benchmarks.curves import Curve
 from benchmarks.servers import POSTGRES_ENV, REDIS_ENV, Servers, open_servers, resolve_urls
 
-Benchmark = Callable[[Servers, bool], Awaitable[None]]
-BENCHMARKS: dict[str, Benchmark] = {"tiers": tiers.run, "turn": turn.run, "history": history.run}
+Benchmark = Callable[[Servers, bool], Awaitable[list[Curve] | None]]
+"""A benchmark: ``run(servers, quick)``, printing its results; it may return curves to plot."""
+BENCHMARKS: dict[str, Benchmark] = {
+    "tiers": tiers.run,
+    "turn": turn.run,
+    "history": history.run,
+    "recall": recall.run,
+    "store": store.run,
+    "bulk": bulk.run,
+    "concurrency": concurrency.run,
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,6 +46,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}",
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a few iterations: seconds, not minutes")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="DIR",
+        help="write PNG figures of the history and recall curves to DIR (needs the bench extra)",
+    )
     parser.add_argument("--redis-url", help=f"Redis server (default: ${REDIS_ENV} or local)")
     parser.add_argument(
         "--postgres-url",
@@ -43,21 +61,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(names: Sequence[str], quick: bool, redis_url: str, postgres_url: str) -> int:
+async def run(
+    names: Sequence[str], quick: bool, redis_url: str, postgres_url: str, plot_dir: Path | None = None
+) -> int:
     """Run the benchmarks in order on this run's own database and key prefix; count failures."""
     failures = 0
+    curves: list[Curve] = []
     async with open_servers(redis_url, postgres_url) as servers:
         database = servers.postgres_url.rsplit("/", 1)[-1]
         print(f"run database: {database}; run key prefix: {servers.key_prefix}", flush=True)
         for name in names:
             started = time.monotonic()
             try:
-                await BENCHMARKS[name](servers, quick)
+                curves += await BENCHMARKS[name](servers, quick) or []
             except Exception:
                 failures += 1
                 print(f"\nERROR {name}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             else:
                 print(f"-- {name} done in {time.monotonic() - started:.1f} s", flush=True)
+    if plot_dir is not None:
+        for path in plot.write(plot_dir, curves):
+            print(f"plot written: {path}", flush=True)
     return failures
 
 
@@ -73,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     try:
-        failures = asyncio.run(run(names, args.quick, redis_url, postgres_url))
+        failures = asyncio.run(run(names, args.quick, redis_url, postgres_url, args.plot))
     except Exception as exc:  # the servers could not be reached or prepared
         print(f"ERROR: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

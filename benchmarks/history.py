@@ -1,8 +1,9 @@
-"""Benchmark ``history``: tier load + save at turn 1 vs turn 200 of a thread.
+"""Benchmark ``history``: tier load + save at turn 1 vs turns 50, 100 and 200 of a thread.
 
 - turn 1: every iteration is a brand-new user, thread and session (empty history, no facts);
-- turn 200: one thread with 199 saved turns (398 messages in the state, about 200 facts);
-  every iteration runs its 200th turn again with new message ids (so it extracts a new fact).
+- turn N (50, 100, 200; quick: 200 only): one thread with N - 1 saved turns (2(N - 1) messages in the state,
+  about N facts); every iteration runs its Nth turn again with new message ids (so it
+  extracts a new fact).
 
 One sample is the load node followed by the save node, as in a turn, called directly.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report, stacks
+from benchmarks.curves import HISTORY, Curve
 from benchmarks.measure import Plan, Variant, interleave
 from benchmarks.seeding import seed_user
 from benchmarks.servers import Servers
@@ -23,18 +25,29 @@ from memory_tiers import MemoryManager
 NAME = "history"
 PLANS = {False: Plan(iterations=300, warmup=30), True: Plan(iterations=20, warmup=5)}
 LONG = 200
+LENGTHS = {False: (50, 100, LONG), True: (LONG,)}
 TARGET = 1.2
-FIRST, LATER = "load + save at turn 1", f"load + save at turn {LONG}"
 
 
-async def run(servers: Servers, quick: bool) -> None:
-    """Measure both stacks."""
+def label(turn: int) -> str:
+    """The variant measuring the ``turn``-th turn of a thread."""
+    return f"load + save at turn {turn}"
+
+
+FIRST, LATER = label(1), label(LONG)
+
+
+async def run(servers: Servers, quick: bool) -> list[Curve]:
+    """Measure both stacks; return their cost-vs-history curves."""
     plan = PLANS[quick]
-    report.header(NAME, f"tier cost at turn 1 vs turn {LONG} of a thread", plan)
+    lengths = LENGTHS[quick]
+    report.header(NAME, f"tier cost at turn 1 vs turns {', '.join(map(str, lengths))} of a thread", plan)
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         root = Path(tmp)
-        await _bench(stacks.postgres_redis(servers, root / "pg"), plan)
-        await _bench(stacks.embedded(root / "embedded"), plan)
+        return [
+            await _bench(stacks.postgres_redis(servers, root / "pg"), plan, lengths),
+            await _bench(stacks.embedded(root / "embedded"), plan, lengths),
+        ]
 
 
 async def one_turn(
@@ -48,20 +61,35 @@ async def one_turn(
     await manager.nodes.save.ainvoke({**state, **loaded, "messages": [*history, *new]}, config)
 
 
-async def _bench(stack: stacks.Stack, plan: Plan) -> None:
+def _later(manager: MemoryManager, tag: str, length: int, history: list[Any]) -> Variant:
+    """Iteration ``i`` runs the ``length``-th turn of the seeded thread again, with new ids."""
+    user = f"{tag}-len{length}"
+    config = turn_config(user, f"{user}-t", f"{user}-s")
+
+    async def later(i: int) -> None:
+        await one_turn(manager, config, history, turn_messages(user, length + i))
+
+    return Variant(label(length), later)
+
+
+async def _bench(stack: stacks.Stack, plan: Plan, lengths: tuple[int, ...]) -> Curve:
     tag = unique(NAME)
-    long_config = turn_config(f"{tag}-long", f"{tag}-long-t", f"{tag}-long-s")
     async with MemoryManager(stack.config) as manager:
-        history = await seed_user(manager, long_config, f"{tag}-long", LONG - 1)
 
         async def first(i: int) -> None:
             user = f"{tag}-new{i}"
             await one_turn(manager, turn_config(user, f"{user}-t", f"{user}-s"), [], turn_messages(user, 0))
 
-        async def later(i: int) -> None:
-            await one_turn(manager, long_config, history, turn_messages(f"{tag}-long", LONG + i))
-
-        stats = await interleave([Variant(FIRST, first), Variant(LATER, later)], plan)
+        variants = [Variant(FIRST, first)]
+        for length in lengths:
+            user = f"{tag}-len{length}"
+            config = turn_config(user, f"{user}-t", f"{user}-s")
+            variants.append(_later(manager, tag, length, await seed_user(manager, config, user, length - 1)))
+        stats = await interleave(variants, plan)
     report.table(stack.name, stats)
     value = report.ratio(f"turn {LONG} / turn 1", stats[LATER], stats[FIRST])
     report.target(NAME, f"{stack.name} turn {LONG} / turn 1", value, TARGET)
+    curve = Curve(HISTORY, stack.name)
+    for turn in (1, *lengths):
+        curve.add(turn, stats[label(turn)])
+    return curve

@@ -1,7 +1,8 @@
 """Printing results: a table per backend, ratios, and one PASS/MISS line per target.
 
 Line shapes are stable so that tests and readers can grep them:
-``== <benchmark>: ...``, ``  <variant>  <p50>  <p99>``, ``ratio ...`` and ``PASS|MISS ...``.
+``== <benchmark>: ...``, ``  <variant>  <p50>  <p99>``, ``ratio ...``, ``PASS|MISS ...`` and
+indented notes (``plan ...``, ``check ...``).
 """
 
 from __future__ import annotations
@@ -39,3 +40,24 @@ def target(benchmark: str, label: str, value: float, limit: float) -> bool:
     verdict = "PASS" if passed else "MISS"
     print(f"  {verdict} {benchmark}: {label} = {value:.2f}x (target <= {limit:g}x)", flush=True)
     return passed
+
+
+def bound(benchmark: str, label: str, micros: float, limit: float) -> bool:
+    """Print ``PASS`` or ``MISS`` for an absolute latency target in microseconds."""
+    passed = micros <= limit
+    verdict = "PASS" if passed else "MISS"
+    print(f"  {verdict} {benchmark}: {label} = {micros:.0f} us (target <= {limit:g} us)", flush=True)
+    return passed
+
+
+def throughput(benchmark: str, label: str, ours: float, theirs: float) -> bool:
+    """Print ``PASS`` or ``MISS`` for "at least as fast": ``ours / theirs`` as a speed ratio."""
+    value = ours / theirs
+    verdict = "PASS" if value >= 1.0 else "MISS"
+    print(f"  {verdict} {benchmark}: {label} = {value:.2f}x as fast (target >= 1x)", flush=True)
+    return value >= 1.0
+
+
+def note(text: str) -> None:
+    """An indented line of context (query plans, counts, warnings)."""
+    print(f"  {text}", flush=True)

@@ -1,7 +1,9 @@
 """The servers a run uses: its own PostgreSQL database and its own Redis key prefix.
 
 A run creates ``mt_bench_<hex>`` through the admin URL and drops it at the end, even on error;
-its Redis keys all start with ``mt-bench-<hex>`` and are deleted by SCAN + DEL of that prefix
+a benchmark that needs databases of its own (a million facts, an identical copy of 100k
+checkpoints) gets ``mt_bench_<hex>_<name>`` from `Servers.database`, dropped when its block
+exits. Its Redis keys all start with ``mt-bench-<hex>`` and are deleted by SCAN + DEL of that prefix
 only (never FLUSHDB/FLUSHALL: the server is shared).
 """
 
@@ -33,6 +35,17 @@ class Servers:
     postgres_url: str
     """The run's own database (not the admin URL)."""
     key_prefix: str
+    admin_url: str = ""
+    """The admin URL the run's databases are created through."""
+
+    @asynccontextmanager
+    async def database(self, name: str) -> AsyncIterator[str]:
+        """A database ``<run database>_<name>`` of the benchmark's own, dropped on exit."""
+        if not re.fullmatch(r"[a-z0-9_]{1,20}", name):
+            raise ValueError(f"database suffix {name!r}: use 1-20 of a-z, 0-9 and _")
+        run_database = urlsplit(self.postgres_url).path.lstrip("/")
+        async with temporary_database(self.admin_url, f"{run_database}_{name}") as url:
+            yield url
 
 
 def resolve_urls(redis_url: str | None, postgres_url: str | None) -> tuple[str, str]:
@@ -55,10 +68,11 @@ def with_database(url: str, name: str) -> str:
 
 
 @asynccontextmanager
-async def temporary_database(admin_url: str) -> AsyncIterator[str]:
-    """Create ``mt_bench_<hex>``, yield its URL, and drop it (``WITH (FORCE)``) afterwards."""
+async def temporary_database(admin_url: str, name: str | None = None) -> AsyncIterator[str]:
+    """Create ``name`` (default ``mt_bench_<hex>``), yield its URL, and drop it
+    (``WITH (FORCE)``) afterwards."""
     admin = libpq_url(admin_url)
-    name = f"mt_bench_{uuid.uuid4().hex[:12]}"
+    name = name or f"mt_bench_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin, timeout=CONNECT_TIMEOUT)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -106,6 +120,6 @@ async def open_servers(redis_url: str, postgres_admin_url: str) -> AsyncIterator
     prefix = f"mt-bench-{uuid.uuid4().hex[:12]}"
     async with temporary_database(postgres_admin_url) as database_url:
         try:
-            yield Servers(redis_url=redis_url, postgres_url=database_url, key_prefix=prefix)
+            yield Servers(redis_url, database_url, prefix, libpq_url(postgres_admin_url))
         finally:
             await delete_prefixed_keys(redis_url, prefix)

@@ -113,8 +113,10 @@ class PluginSpec(_Section):
     """A pluggable part (extractor, summarizer): a built-in name or ``"package.module:Class"``
     plus its options."""
 
-    use: str = Field(min_length=1)
-    options: dict[str, Any] = Field(default_factory=dict)
+    use: str = Field(min_length=1, description="a built-in name, or 'package.module:Class'")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="passed to the class, validated by its options_model if it has one"
+    )
 
 
 class RetentionRule(_Section):
@@ -171,15 +173,21 @@ class ArchiveConfig(_Section):
 class WorkingConfig(_Section):
     """Working memory: the LangGraph checkpointer that persists each thread's graph state."""
 
-    backend: Literal["memory", "sqlite", "postgres", "redis"] = "sqlite"
+    backend: Literal["memory", "sqlite", "postgres", "redis"] = Field(
+        default="sqlite",
+        description="the LangGraph checkpointer: memory (tests), sqlite, postgres (extra postgres), "
+        "redis (extra redis-checkpoint)",
+    )
     url: Url | None = Field(
         default=None,
         description="sqlite: a file path (default <data_dir>/working.db); postgres: "
         "postgresql://...; redis: redis://... of a Redis 8 or Redis Stack server",
     )
-    pool_min_size: int = Field(default=1, ge=0, le=1000)
-    pool_max_size: int = Field(default=10, ge=1, le=1000)
-    connect_timeout: Duration = timedelta(seconds=5)
+    pool_min_size: int = Field(default=1, ge=0, le=1000, description="postgres: connections kept open")
+    pool_max_size: int = Field(default=10, ge=1, le=1000, description="postgres: most connections open")
+    connect_timeout: Duration = Field(
+        default=timedelta(seconds=5), description="how long opening may wait for the server"
+    )
     busy_timeout: Duration = Field(
         default=timedelta(seconds=5), description="sqlite: how long a writer waits for a lock"
     )
@@ -200,11 +208,17 @@ class SessionConfig(_Section):
         default=SecretUrl("memory://"),
         description="redis://, rediss:// or unix:// URL; memory:// for in-process fakeredis",
     )
-    ttl: Duration = timedelta(hours=1)
+    ttl: Duration = Field(
+        default=timedelta(hours=1), description="a session expires this long after its last write (or read)"
+    )
     sliding: bool = Field(default=True, description="reads push the expiry forward by ttl")
-    key_prefix: str = Field(default="memory_tiers", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-    connect_timeout: Duration = timedelta(seconds=5)
-    socket_timeout: Duration = timedelta(seconds=5)
+    key_prefix: str = Field(
+        default="memory_tiers",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+        description="prefix of every key",
+    )
+    connect_timeout: Duration = Field(default=timedelta(seconds=5), description="bound on connecting")
+    socket_timeout: Duration = Field(default=timedelta(seconds=5), description="bound on each command")
     archive_on_expiry: bool = Field(
         default=True, description="an expired session is summarized into long-term memory"
     )
@@ -316,15 +330,23 @@ class LongTermConfig(_Section):
         "<data_dir>/long_term.db) or postgresql+asyncpg://...",
     )
     recall: RecallConfig = RecallConfig()
-    extractors: list[str | PluginSpec] = Field(default_factory=lambda: ["rules"])
+    extractors: list[str | PluginSpec] = Field(
+        default_factory=lambda: ["rules"],
+        description="run in order on each turn's new messages: rules, llm, or {use: 'package.module:Class', "
+        "options: {...}}",
+    )
     extraction: ExtractionConfig = ExtractionConfig()
     profile: ProfileConfig = ProfileConfig()
     guard: GuardConfig = GuardConfig()
     store: StoreConfig = StoreConfig()
-    pool_size: int = Field(default=5, ge=1, le=1000)
-    max_overflow: int = Field(default=10, ge=0, le=1000)
-    pool_timeout: Duration = timedelta(seconds=10)
-    connect_timeout: Duration = timedelta(seconds=5)
+    pool_size: int = Field(default=5, ge=1, le=1000, description="SQLAlchemy pool: connections kept open")
+    max_overflow: int = Field(
+        default=10, ge=0, le=1000, description="SQLAlchemy pool: connections opened beyond pool_size"
+    )
+    pool_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="how long a query waits for a free connection"
+    )
+    connect_timeout: Duration = Field(default=timedelta(seconds=5), description="bound on connecting")
 
     def extractor_specs(self) -> list[PluginSpec]:
         """The extractors as specs, bare names expanded."""
@@ -334,16 +356,20 @@ class LongTermConfig(_Section):
 class IdKeysConfig(_Section):
     """Where the nodes find the ids in ``config['configurable']`` or the runtime context."""
 
-    thread: str = "thread_id"
-    user: str = "user_id"
-    session: str = "session_id"
+    thread: str = Field(default="thread_id", description="the key holding the thread id")
+    user: str = Field(default="user_id", description="the key holding the user id")
+    session: str = Field(
+        default="session_id", description="the key holding the session id; absent: the thread id is used"
+    )
 
 
 class StateConfig(_Section):
     """The version of the graph state this code writes (``memory_version``), and how older
     threads are brought to it."""
 
-    version: int = Field(default=1, ge=1)
+    version: int = Field(
+        default=1, ge=1, description="the state version this code writes; older threads are migrated to it"
+    )
     migrators: str | None = Field(
         default=None,
         description="'package.module:attribute' naming a StateMigrator or a dict {from_version: step}",

@@ -171,7 +171,7 @@ class MemoryManager:
             self._store.run_sweeper(), name="memory-tiers-ttl-sweeper"
         )
         stack.push_async_callback(_cancel, sweeper)
-        archive = self.sessions._archive
+        archive = self.sessions.archive_target
         if self._given_redis is not None:
             self._session_store = SessionStore.from_config(self._given_redis, cfg.session, archive=archive)
         else:
@@ -300,6 +300,20 @@ class MemoryManager:
     def run(self, coro: Any) -> Any:
         """Run one of the manager's coroutines from synchronous code (after ``with manager:``)."""
         return self.bridge.run(coro)
+
+    def middleware(self, **options: Any) -> Any:
+        """A LangChain ``create_agent`` middleware giving the agent this manager's memory:
+        ``create_agent(model, tools, middleware=[manager.middleware()], checkpointer=manager.checkpointer)``.
+
+        Options go to `memory_tiers.integrations.middleware.MemoryMiddleware` (``tools=True``
+        adds the memory tools). Needs ``pip install 'memory-tiers[llm]'``.
+
+        Raises:
+            MissingDependencyError: the ``langchain`` package is not installed.
+        """
+        from memory_tiers.integrations.middleware import MemoryMiddleware
+
+        return MemoryMiddleware(self, **options)
 
     # -- the tiers ----------------------------------------------------------------------
 

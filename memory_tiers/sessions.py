@@ -17,6 +17,7 @@ class SessionsAPI:
 
     def __init__(self, manager: MemoryManager) -> None:
         self._manager = manager
+        self.archive_target = SessionArchive(manager)
 
     async def start(self, user_id: str, session_id: str, data: dict[str, Any] | None = None) -> SessionRecord:
         """Create a session (or take over an expired id).
@@ -57,7 +58,7 @@ class SessionsAPI:
         document, so ending it again after such a crash writes no second row.
         """
         record = await self.get(user_id, session_id)
-        row_id = await self._archive(record)
+        row_id = await self.archive_target.archive(record)
         await self._manager.session_store.delete(record.user_id, record.session_id)
         return row_id
 
@@ -72,10 +73,17 @@ class SessionsAPI:
         report = await self._manager.session_store.sweep_expired(now=now, limit=limit)
         return report.archived
 
-    async def _archive(self, record: SessionRecord) -> str:
-        """Write ``record``'s context to long-term memory as a ``session`` archive; returns the
-        row's id. Idempotent: the same version of a session always gets the same row. It is also
-        the session store's archive callback, for expired sessions."""
+
+class SessionArchive:
+    """Ended and expired sessions' contexts, kept in long-term memory as ``session`` archives
+    (the session store's `ArchiveSession`)."""
+
+    def __init__(self, manager: MemoryManager) -> None:
+        self._manager = manager
+
+    async def archive(self, record: SessionRecord) -> str:
+        """Write ``record``'s context as an archive; returns the row's id. Idempotent: the same
+        version of a session always gets the same row."""
         return await self._manager.long_term.add_archive(
             record.user_id,
             kind="session",
@@ -84,3 +92,7 @@ class SessionsAPI:
             session_id=record.session_id,
             archive_id=archive_id(record),
         )
+
+    async def discard(self, record: SessionRecord) -> None:
+        """Delete the archive `archive` wrote for ``record``."""
+        await self._manager.long_term.delete_archive(record.user_id, archive_id(record))

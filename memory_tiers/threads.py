@@ -20,7 +20,14 @@ from memory_tiers.ids import validate_id
 from memory_tiers.long_term.models import ThreadRecord
 from memory_tiers.long_term.registry import ThreadPage, ThreadRegistry
 from memory_tiers.threads_archive import ArchiveResult, archive_thread
-from memory_tiers.working.chain import ROOT_NS, copy_chain, load_thread, parent_id, thread_config
+from memory_tiers.working.chain import (
+    ROOT_NS,
+    copy_chain,
+    load_thread,
+    parent_id,
+    root_history,
+    thread_config,
+)
 from memory_tiers.working.chain import checkpoint_id as id_of
 from memory_tiers.working.diff import StateDiff, diff_values
 from memory_tiers.working.state import channel_values
@@ -157,11 +164,11 @@ class ThreadsAPI:
     ) -> list[CheckpointInfo]:
         """The thread's checkpoints (root graph), newest first."""
         record = await self._owned(user_id, thread_id)
-        before_config = None if before is None else thread_config(record.thread_id, ROOT_NS, before)
-        config = thread_config(record.thread_id, ROOT_NS)
+        if before is not None:
+            validate_id("thread_id", before)  # checkpoint ids use the same safe alphabet
         return [
             CheckpointInfo.of(tup)
-            async for tup in self._saver.alist(config, before=before_config, limit=limit)
+            async for tup in root_history(self._saver, record.thread_id, before=before, limit=limit)
         ]
 
     async def state(self, user_id: str, thread_id: str, checkpoint_id: str | None = None) -> dict[str, Any]:

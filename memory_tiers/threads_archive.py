@@ -9,6 +9,9 @@ The steps are ordered so that a crash at any point loses nothing and a rerun fin
 3. the summary is stored under an id derived from the thread and its last checkpoint, so a
    rerun writes no second one;
 4. the checkpoints are deleted, and the thread is marked ``archived``.
+
+If the extractors or the summarizer raise (steps 2 and 3), nothing has been deleted: the thread
+goes back to ``active`` rather than staying ``archiving`` while it is still in use.
 """
 
 from __future__ import annotations
@@ -97,18 +100,25 @@ async def _summarize_and_drop(manager: MemoryManager, record: ThreadRecord, head
     head_id = checkpoint_id(head)  # type: ignore[arg-type]
     messages = await thread_messages(saver, head)  # type: ignore[arg-type]
     facts = 0
-    if manager.config.working.archive.extract_facts and messages:
-        learned = await long_term.observed_message_ids(user_id, thread_id)
-        turn = Turn(
-            ids=TurnIds(user_id, thread_id, record.session_id),
-            provenance=Provenance(thread_id, head_id, key=f"archive:{thread_id}"),
-            messages=[m for m in messages if m.id is None or m.id not in learned],
+    try:
+        if manager.config.working.archive.extract_facts and messages:
+            learned = await long_term.observed_message_ids(user_id, thread_id)
+            turn = Turn(
+                ids=TurnIds(user_id, thread_id, record.session_id),
+                provenance=Provenance(thread_id, head_id, key=f"archive:{thread_id}"),
+                messages=[m for m in messages if m.id is None or m.id not in learned],
+            )
+            candidates, _problems = await manager.learner.extract(turn)
+            facts = len((await long_term.save_turn(user_id, turn.provenance, candidates)).fact_ids)
+        summary = await run_summarizer(
+            manager.summarizer, messages, SummaryContext(user_id=user_id, thread_id=thread_id)
         )
-        candidates, _problems = await manager.learner.extract(turn)
-        facts = len((await long_term.save_turn(user_id, turn.provenance, candidates)).fact_ids)
-    summary = await run_summarizer(
-        manager.summarizer, messages, SummaryContext(user_id=user_id, thread_id=thread_id)
-    )
+    except Exception:
+        # Nothing is deleted before the summary is stored, so the thread is whole: back to
+        # active, where it is listed, pruned and archived again like any other (facts already
+        # stored are keyed by the archive, so the next attempt adds none twice).
+        await manager.long_term.registry.set_status(thread_id, "active", expected=["archiving"])
+        raise
     archive_id = await long_term.add_archive(
         user_id,
         kind="thread",

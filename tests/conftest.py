@@ -75,18 +75,23 @@ def memory_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, o
     ``embedded`` is the default (SQLite files + in-process fakeredis); ``postgres+redis`` uses
     the real servers, with this run's own database and a unique Redis key prefix.
     """
-    config: dict[str, object] = {"data_dir": str(tmp_path / "data")}
     if request.param == "postgres+redis":
-        database = request.getfixturevalue("postgres_url")
-        config.update(
-            working={"backend": "postgres", "url": database},
-            session={
-                "url": request.getfixturevalue("redis_url"),
-                "key_prefix": request.getfixturevalue("redis_prefix"),
-            },
-            long_term={"url": database},
-        )
-    return config
+        return servers_config(request, tmp_path, request.getfixturevalue("postgres_url"))
+    return {"data_dir": str(tmp_path / "data")}
+
+
+def servers_config(request: pytest.FixtureRequest, tmp_path: Path, database: str) -> dict[str, object]:
+    """Working and long-term tiers on the PostgreSQL ``database``, sessions on the shared Redis
+    under the test's own key prefix."""
+    return {
+        "data_dir": str(tmp_path / "data"),
+        "working": {"backend": "postgres", "url": database},
+        "session": {
+            "url": request.getfixturevalue("redis_url"),
+            "key_prefix": request.getfixturevalue("redis_prefix"),
+        },
+        "long_term": {"url": database},
+    }
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -104,17 +109,9 @@ def checkpointer_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[
     """A MemoryManager config for each checkpointer backend: memory, SQLite, PostgreSQL (with
     long-term and sessions on the real servers too, in a database of the test's own, since
     retention and user deletion act on every thread they find) and Redis (a private Redis Stack)."""
-    config: dict[str, object] = {"data_dir": str(tmp_path / "data"), "working": {"backend": request.param}}
     if request.param == "postgres":
-        database = request.getfixturevalue("fresh_postgres_url")
-        config.update(
-            working={"backend": "postgres", "url": database},
-            session={
-                "url": request.getfixturevalue("redis_url"),
-                "key_prefix": request.getfixturevalue("redis_prefix"),
-            },
-            long_term={"url": database},
-        )
-    elif request.param == "redis":
-        config["working"] = {"backend": "redis", "url": request.getfixturevalue("redis_stack_url")}
-    return config
+        return servers_config(request, tmp_path, request.getfixturevalue("fresh_postgres_url"))
+    working: dict[str, object] = {"backend": request.param}
+    if request.param == "redis":
+        working["url"] = request.getfixturevalue("redis_stack_url")
+    return {"data_dir": str(tmp_path / "data"), "working": working}

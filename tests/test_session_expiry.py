@@ -300,7 +300,9 @@ async def test_export_and_forget_a_user(memory_config):
 
         assert await store.forget_user(alice) > 0
         keys = await all_keys(store)
-        assert not [k for k in keys if f"{{{alice}}}" in k]
+        # Only the tombstone, which holds no data and expires in minutes.
+        assert [k for k in keys if f"{{{alice}}}" in k] == [store.keys.forgotten(alice)]
+        keys.remove(store.keys.forgotten(alice))
         assert store.keys.claim(live) not in keys
         assert not [m for m in await expiry_entries(store) if m.split(" ")[0] == alice]
         assert sorted(keys) == sorted(untouched)  # bob's and alice_too's keys are intact
@@ -357,3 +359,29 @@ async def test_a_sweep_pages_through_the_index_and_skips_what_it_cannot_read(mem
         assert (report.examined, report.archived, report.live, report.unreadable) == (5, 1, 3, 1)
         assert await archived(manager, alice) == [(gone, {"summary": gone})]
         assert (await store.sweep_expired(now=after_expiry(store), limit=2)).examined == 2
+
+
+async def test_forgetting_a_user_while_a_sweep_archives_their_session_leaves_nothing(memory_config):
+    # The sweep has read the shadow; the user is forgotten (shadow and long-term rows deleted)
+    # before the sweep writes its archive row. The forget's tombstone makes the sweep take its
+    # row back, so the user does not come back to life in long-term memory.
+    alice, session = unique("alice"), unique("s")
+    async with MemoryManager(with_session(memory_config, sweep_interval=None)) as manager:
+        store = manager.session_store
+        await manager.sessions.start(alice, session, {"summary": "secret plans"})
+        await expire(store, alice, session)
+        target = manager.sessions.archive_target
+        archive = target.archive
+
+        async def forgotten_meanwhile(record: Any) -> object:
+            await manager.users.forget(alice)
+            return await archive(record)
+
+        target.archive = forgotten_meanwhile  # type: ignore[method-assign]
+        await manager.sessions.sweep(now=after_expiry(store))
+        target.archive = archive  # type: ignore[method-assign]
+        archives = await manager.long_term.list_archives(alice)
+        leftovers = [key for key in await all_keys(store) if f"{{{alice}}}" in key]
+
+    assert archives == []
+    assert leftovers == [store.keys.forgotten(alice)]

@@ -31,6 +31,7 @@ from memory_tiers.extractors.rules import RulesExtractor
 from memory_tiers.jsonable import to_json
 from memory_tiers.long_term.schema import metadata
 from memory_tiers.long_term.user_data import user_rows
+from memory_tiers.session.users import FORGOTTEN_TTL_SECONDS
 
 USER_TABLES = [table for table in metadata.sorted_tables if "user_id" in table.c]
 
@@ -96,6 +97,16 @@ async def fts_matches(manager: MemoryManager, word: str) -> int | None:
         return len(found.all())
 
 
+async def is_tombstone(manager: MemoryManager, person: Person, key: str) -> bool:
+    """The one key forget leaves: it says the user was just forgotten, holds no data, and
+    expires within minutes (so that a sweeper mid-archive elsewhere takes its archive back)."""
+    client = manager.session_store.client
+    if key != manager.session_store.keys.forgotten(person.user_id):
+        return False
+    assert await client.get(key) == "1" and 0 < await client.ttl(key) <= FORGOTTEN_TTL_SECONDS
+    return True
+
+
 async def redis_leaks(manager: MemoryManager, person: Person) -> list[str]:
     """The person's session-tier entries, found by SCAN over this manager's key prefix: keys under
     their hash tag or claiming one of their session ids, and their members of the expiry index."""
@@ -104,7 +115,7 @@ async def redis_leaks(manager: MemoryManager, person: Person) -> list[str]:
     found = [
         key
         async for key in store.client.scan_iter(match=f"{manager.config.session.key_prefix}:*", count=500)
-        if any(tag in key for tag in mine)
+        if any(tag in key for tag in mine) and not await is_tombstone(manager, person, key)
     ]
     index = store.keys.expiry_index()
     found += [

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     bindparam,
     case,
+    delete,
     func,
     literal_column,
     select,
@@ -512,6 +513,15 @@ class LongTermStore(FactAPI):
             async with self.engine.begin() as conn:
                 await conn.execute(insert.on_conflict_do_nothing(index_elements=[archives.c.id]))
         return row_id
+
+    async def delete_archive(self, user_id: str, archive_id: str) -> bool:
+        """Delete one of the user's archives. Returns whether it existed."""
+        with translate_errors(TIER, self.masked_url):
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    delete(archives).where(archives.c.id == archive_id, archives.c.user_id == user_id)
+                )
+        return bool(result.rowcount)
 
     async def list_archives(self, user_id: str) -> list[dict[str, Any]]:
         """The user's archived summaries, newest first."""

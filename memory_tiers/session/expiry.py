@@ -18,9 +18,9 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -36,7 +36,17 @@ logger = logging.getLogger(__name__)
 TIER = "session"
 _PAGE = 100  # index entries fetched per ZRANGEBYSCORE
 
-ArchiveSession = Callable[[SessionRecord], Awaitable[object]]
+
+class ArchiveSession(Protocol):
+    """Where expired sessions go: long-term memory, in the manager."""
+
+    async def archive(self, record: SessionRecord) -> object:
+        """Store the context of an expired session (idempotently: same record, same row)."""
+
+    async def discard(self, record: SessionRecord) -> None:
+        """Remove what `archive` stored for ``record`` (its user was forgotten meanwhile)."""
+
+
 """Stores an expired session's context durably; must be idempotent for the same record
 (`memory_tiers.session.records.archive_id` gives a stable id)."""
 
@@ -204,19 +214,28 @@ class SessionExpiry:
                     except (ValueError, OwnershipError):
                         logger.error("session shadow %r is unreadable; it expires with its grace", shadow)
                         return _Outcome.UNREADABLE
-                    await self.archive(record)
+                    await self.archive.archive(record)
                     pipe.multi()
                     pipe.delete(shadow)
                     try:
                         await pipe.execute()
                     except WatchError:
-                        # A save took the session over (and wrote its own index entry): keep both.
-                        return _Outcome.ARCHIVED
+                        return await self._after_lost_watch(record)
             if remaining_ms != -2:  # the session is alive: its entry was scored too early
                 await self._reschedule(user_id, session_id, remaining_ms)
                 return _Outcome.LIVE
             await self._drop_entry(user_id, session_id)
         return _Outcome.MISSING if raw is None else _Outcome.ARCHIVED
+
+    async def _after_lost_watch(self, record: SessionRecord) -> _Outcome:
+        """The shadow changed while its context was being archived: a save took the session
+        over (it wrote its own index entry: keep both), or the user was forgotten. Forgetting
+        writes its tombstone before it deletes the user's long-term rows, so a tombstone not
+        there yet means those deletes are still to come and take this archive with them."""
+        if await self.client.exists(self.keys.forgotten(record.user_id)):
+            await self.archive.discard(record)
+            return _Outcome.MISSING
+        return _Outcome.ARCHIVED
 
     async def _reschedule(self, user_id: str, session_id: str, remaining_ms: int) -> None:
         remaining = remaining_ms / 1000 if remaining_ms >= 0 else self.ttl_seconds

@@ -58,6 +58,10 @@ class SessionKeys:
         """A copy of the session document that outlives it by the expiry grace, for archiving."""
         return f"{self.prefix}:{{{user_id}}}:{_SHADOW}:{session_id}"
 
+    def forgotten(self, user_id: str) -> str:
+        """A short-lived tombstone: the user was just forgotten (see `SessionExpiry`)."""
+        return f"{self.prefix}:{{{user_id}}}:forgotten"
+
     def index(self, user_id: str) -> str:
         """A sorted set of the user's sessions, scored by expiry time (epoch seconds)."""
         return f"{self.prefix}:{{{user_id}}}:sessions"

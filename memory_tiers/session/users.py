@@ -17,10 +17,18 @@ from memory_tiers.session.keys import SessionKeys
 from memory_tiers.session.records import SessionRecord, decode
 
 _BATCH = 500  # keys per MGET / DEL
+# Longer than any sweeper takes between reading a shadow and deleting it.
+FORGOTTEN_TTL_SECONDS = 300
 
 
 async def _user_keys(client: aioredis.Redis, keys: SessionKeys, user_id: str) -> list[str]:
-    return [key async for key in client.scan_iter(match=keys.user_pattern(user_id), count=_BATCH)]
+    """The user's keys, but for the tombstone `forget_user` leaves (it holds no data)."""
+    tombstone = keys.forgotten(user_id)
+    return [
+        key
+        async for key in client.scan_iter(match=keys.user_pattern(user_id), count=_BATCH)
+        if key != tombstone
+    ]
 
 
 def _batches(items: list[str]) -> list[list[str]]:
@@ -77,6 +85,9 @@ async def forget_user(client: aioredis.Redis, keys: SessionKeys, user_id: str) -
         removed += int(await client.delete(*batch))
     for batch in _batches(members):
         removed += int(await client.zrem(index, *batch))
+    # Last, before the caller deletes the user's long-term rows: a sweeper that read one of the
+    # user's shadows before it went sees this and takes back the archive it wrote.
+    await client.set(keys.forgotten(user_id), "1", ex=FORGOTTEN_TTL_SECONDS)
     return removed
 
 

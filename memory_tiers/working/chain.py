@@ -16,7 +16,7 @@ Pending interrupts and resumes are writes of the checkpoint itself, so they go w
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,39 @@ async def load_thread(saver: BaseCheckpointSaver[Any], thread_id: str) -> dict[s
         ns = tup.config["configurable"].get("checkpoint_ns", ROOT_NS) or ROOT_NS
         by_ns[ns][checkpoint_id(tup)] = tup
     return dict(by_ns)
+
+
+def _filters_lists_exactly(saver: BaseCheckpointSaver[Any]) -> bool:
+    # AsyncRedisSaver's ``alist`` ignores ``before`` unless the id is a ULID (LangGraph's are
+    # UUIDs) and takes namespace "" to mean every namespace.
+    return not any(cls.__name__ == "AsyncRedisSaver" for cls in type(saver).__mro__)
+
+
+async def root_history(
+    saver: BaseCheckpointSaver[Any], thread_id: str, *, before: str | None = None, limit: int | None = None
+) -> AsyncIterator[CheckpointTuple]:
+    """The root graph's checkpoints of a thread, newest first: those older than ``before``, at
+    most ``limit``; the same on every saver."""
+    exact = _filters_lists_exactly(saver)
+    before_config = None if before is None else thread_config(thread_id, ROOT_NS, before)
+    listed = saver.alist(
+        thread_config(thread_id, ROOT_NS), before=before_config, limit=limit if exact else None
+    )
+    count = 0
+    try:
+        async for tup in listed:
+            if limit is not None and count >= limit:
+                break
+            ns = tup.config["configurable"].get("checkpoint_ns") or ROOT_NS
+            if ns != ROOT_NS or (before is not None and checkpoint_id(tup) >= before):
+                continue
+            count += 1
+            yield tup
+    finally:
+        # Stopping early must not leave the saver's listing (and its connection) open.
+        close = getattr(listed, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _unseeded_delta_channels(tup: CheckpointTuple) -> set[str]:
@@ -172,19 +205,24 @@ async def copy_checkpoint(
 async def copy_chain(
     saver: BaseCheckpointSaver[Any], by_ns: Mapping[str, Chain], head: str, target: str
 ) -> int:
-    """Copy the root chain up to ``head`` (and subgraph checkpoints no newer) into ``target``.
+    """Copy the root chain up to ``head`` (and the subgraph checkpoints written before the root
+    graph's next checkpoint after it) into ``target``.
 
+    Subgraphs run inside the step that follows a root checkpoint, so their checkpoints are newer
+    than it: a subgraph interrupted at ``head`` has its progress after ``head``, and it is copied.
     The root graph's checkpoints go last, oldest first, so the target's latest checkpoint is
     ``head`` only once everything it needs is there. Returns the checkpoints copied.
     """
+    root = by_ns.get(ROOT_NS, {})
+    bound = min((c for c in root if c > head), default=None)
     copied = 0
     for ns, chain in sorted(by_ns.items()):
         if ns == ROOT_NS:
             continue
-        for cid in sorted(c for c in chain if c <= head):
+        for cid in sorted(c for c in chain if bound is None or c < bound):
             await copy_checkpoint(saver, chain[cid], target, ns)
             copied += 1
-    for tup in ancestors(by_ns.get(ROOT_NS, {}), head):
+    for tup in ancestors(root, head):
         await copy_checkpoint(saver, tup, target, ROOT_NS)
         copied += 1
     return copied

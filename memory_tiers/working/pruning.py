@@ -19,6 +19,7 @@ from memory_tiers.errors import UsageError
 from memory_tiers.working.chain import PrunePlan
 
 Pruner = Callable[[BaseCheckpointSaver[Any], str, PrunePlan], Awaitable[int]]
+_REDIS_MAX_WRITES = 10_000  # writes of one checkpoint fetched per query (one task writes a few)
 
 
 async def _prune_memory(saver: InMemorySaver, thread_id: str, plan: PrunePlan) -> int:
@@ -75,9 +76,42 @@ async def _prune_postgres(saver: Any, thread_id: str, plan: PrunePlan) -> int:
 
 
 async def _prune_redis(saver: Any, thread_id: str, plan: PrunePlan) -> int:
-    # The Redis saver's own prune keeps the newest N of each namespace; N is the plan's window,
-    # which covers every checkpoint the plan keeps (and maybe a few more on forked threads).
-    await saver.aprune([thread_id], keep_last=plan.window, max_results=1_000_000)
+    # The plan's own checkpoints, not the saver's ``aprune(keep_last=N)``: that counts the
+    # newest N when it runs, so a turn written since the plan would push out a checkpoint the
+    # plan keeps (the start of a delta channel's chain). Keys as ``aprune`` builds them; channel
+    # values are inline in the checkpoint documents.
+    from langgraph.checkpoint.redis.util import from_storage_safe_str, to_storage_safe_id
+    from redisvl.query import FilterQuery
+    from redisvl.query.filter import Tag
+
+    keys: list[str] = []
+    for ns, ids in plan.delete.items():
+        for cid in sorted(ids):
+            keys.append(saver._make_redis_checkpoint_key(thread_id, ns, cid))
+            writes = await saver.checkpoint_writes_index.search(
+                FilterQuery(
+                    filter_expression=(Tag("thread_id") == to_storage_safe_id(thread_id))
+                    & (Tag("checkpoint_id") == to_storage_safe_id(cid)),
+                    return_fields=["checkpoint_ns", "task_id", "idx"],
+                    num_results=_REDIS_MAX_WRITES,
+                )
+            )
+            keys += [
+                saver._make_redis_checkpoint_writes_key(
+                    thread_id, from_storage_safe_str(doc.checkpoint_ns), cid, doc.task_id, int(doc.idx)
+                )
+                for doc in writes.docs
+            ]
+            if saver._key_registry:
+                keys.append(saver._key_registry.make_write_keys_zset_key(thread_id, ns, cid))
+    if saver.cluster_mode:
+        for key in keys:
+            await saver._redis.delete(key)
+    else:
+        pipeline = saver._redis.pipeline()
+        for key in keys:
+            pipeline.delete(key)
+        await pipeline.execute()
     return plan.checkpoints
 
 

@@ -12,7 +12,7 @@ from memory_tiers.jsonable import to_json
 from memory_tiers.working.guard import OwnershipGuardedSaver
 
 # Deletes of one thread before giving up; each removes everything on the savers we know, but
-# some delete in capped batches (AsyncRedisSaver: 10,000 checkpoints per call).
+# some delete in capped batches (AsyncRedisSaver: 10,000 checkpoints and 10,000 writes per call).
 MAX_DELETE_ROUNDS = 100
 
 
@@ -47,12 +47,30 @@ async def export_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) ->
 async def _has_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:
     async for _ in saver.alist(_thread(thread_id), limit=1):
         return True
-    return False
+    return await _has_redis_writes(saver, thread_id)
+
+
+async def _has_redis_writes(saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:
+    # AsyncRedisSaver's adelete_thread removes at most 10,000 writes per call, and the writes
+    # left once their checkpoints are gone are invisible to alist: ask its writes index.
+    if not any(cls.__name__ == "AsyncRedisSaver" for cls in type(saver).__mro__):
+        return False
+    from langgraph.checkpoint.redis.util import to_storage_safe_id
+    from redisvl.query import FilterQuery
+    from redisvl.query.filter import Tag
+
+    query = FilterQuery(
+        filter_expression=Tag("thread_id") == to_storage_safe_id(thread_id),
+        return_fields=["task_id"],
+        num_results=1,
+    )
+    return bool((await saver.checkpoint_writes_index.search(query)).docs)  # type: ignore[attr-defined]
 
 
 async def delete_checkpoints(checkpointer: OwnershipGuardedSaver, thread_id: str) -> None:
     """Delete every checkpoint and write of the thread through the guard (which forgets the
-    thread's cached owner too), repeating the delete while the thread still lists a checkpoint.
+    thread's cached owner too), repeating the delete while the thread still lists a checkpoint
+    (or, on Redis, still has a write).
 
     The last call is always a delete that found nothing before it, so no trace a listing may
     leave (InMemorySaver makes an empty entry for a thread it is asked about) remains.

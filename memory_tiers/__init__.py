@@ -12,6 +12,7 @@ from memory_tiers.errors import (
     OwnershipError,
     StateSchemaError,
     SummarizerError,
+    UnsafeCheckpointError,
     UsageError,
 )
 from memory_tiers.extractors import FactCandidate, FactExtractor
@@ -34,5 +35,6 @@ __all__ = [
     "OwnershipError",
     "StateSchemaError",
     "SummarizerError",
+    "UnsafeCheckpointError",
     "UsageError",
 ]

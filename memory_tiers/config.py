@@ -70,6 +70,8 @@ Duration = Annotated[
 
 
 _QUERY_PASSWORD = re.compile(r"((?:^|&)(?:password|pass|pwd)=)[^&]*", re.IGNORECASE)
+# libpq's keyword form: host=db password=s3cret (a value may be quoted, with \' escapes).
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
@@ -80,7 +82,11 @@ def mask_url(url: str) -> str:
         'postgresql://app:***@db:5432/agents'
         >>> mask_url("postgresql://[::1]/db?user=app&password=s3cret")
         'postgresql://[::1]/db?user=app&password=***'
+        >>> mask_url("host=db user=app password='s3 cret' dbname=agents")
+        'host=db user=app password=*** dbname=agents'
     """
+    if "://" not in url:
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -170,8 +176,31 @@ class ArchiveConfig(_Section):
     )
 
 
+_TYPE_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?", re.ASCII)
+
+
+def _type_path(value: object) -> str:
+    if not isinstance(value, str) or not _TYPE_PATH.fullmatch(value):
+        raise ValueError(f"{value!r} is not 'package.module:Class' or 'package.module'")
+    return value
+
+
+class SerdeConfig(_Section):
+    """What a stored checkpoint may turn back into (see "Safe deserialization" in
+    ``docs/reliability.md``). LangChain messages and documents, LangGraph's own types, datetimes
+    and memory_tiers' models are always allowed; pickle never is."""
+
+    allowed_modules: list[Annotated[str, BeforeValidator(_type_path)]] = Field(
+        default_factory=list,
+        description="your own types the graph state holds, as 'package.module:Class' or "
+        "'package.module' (every class defined there); any other type loads as its plain data",
+    )
+
+
 class WorkingConfig(_Section):
     """Working memory: the LangGraph checkpointer that persists each thread's graph state."""
+
+    serde: SerdeConfig = SerdeConfig()
 
     backend: Literal["memory", "sqlite", "postgres", "redis"] = Field(
         default="sqlite",
@@ -380,6 +409,16 @@ class StateConfig(_Section):
     initial_version: int = Field(default=1, ge=1, description="the version of a state that records none")
 
 
+class ObservabilityConfig(_Section):
+    """What the OpenTelemetry spans record (see ``docs/observability.md``)."""
+
+    include_user_id: bool = Field(
+        default=False,
+        description="put the user id on spans as memory_tiers.user_id; off by default because user "
+        "ids may be personal data that outlives users.forget in a tracing backend",
+    )
+
+
 class MemoryTiersConfig(BaseSettings):
     """The whole configuration. Environment variables override the file or dict.
 
@@ -404,6 +443,7 @@ class MemoryTiersConfig(BaseSettings):
     long_term: LongTermConfig = LongTermConfig()
     ids: IdKeysConfig = IdKeysConfig()
     state: StateConfig = StateConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -61,3 +61,19 @@ class UsageError(MemoryTiersError, RuntimeError):
 class SummarizerError(MemoryTiersError):
     """A thread summarizer failed or returned something that is not a summary; `__cause__` holds
     the original error (for example the chat model's)."""
+
+
+class UnsafeCheckpointError(BackendError, NotImplementedError):
+    """A stored checkpoint holds a payload memory_tiers refuses to decode (pickle, or a kind it
+    does not know); nothing in it was executed.
+
+    It is a ``NotImplementedError`` too, which is what LangGraph raises for an unknown kind.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(
+            f"working tier: refused to decode a checkpoint payload of kind {kind!r}: memory_tiers "
+            "never unpickles or runs code from stored checkpoints (see 'Safe deserialization' "
+            "in docs/reliability.md)"
+        )
+        self.kind = kind

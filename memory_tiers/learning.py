@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.messages import AnyMessage
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from memory_tiers.config import ExtractionConfig
 from memory_tiers.context import TurnIds
@@ -25,8 +30,9 @@ from memory_tiers.errors import BackendError
 from memory_tiers.extractors.base import ExtractionContext, FactCandidate, FactExtractor, run_extractor
 from memory_tiers.long_term.consolidate import Provenance
 from memory_tiers.long_term.store import LongTermStore
+from memory_tiers.observability import Metrics, get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFERRED_SAVE_ATTEMPTS = 4
 
@@ -60,6 +66,7 @@ class Learner:
         extractors: the extractors, run in order on every turn (the list is shared, not copied).
         config: ``long_term.extraction``.
         store: returns the open long-term store (the manager's property).
+        metrics: where retries are counted (the manager's counters); not counted when None.
     """
 
     def __init__(
@@ -67,10 +74,13 @@ class Learner:
         extractors: list[FactExtractor],
         config: ExtractionConfig,
         store: Callable[[], LongTermStore],
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.extractors = extractors
         self.config = config
         self._store = store
+        self._metrics = metrics
         self.deferred = DeferredLearning(config.debounce.total_seconds(), self._learn_later)
 
     async def extract(self, turn: Turn) -> tuple[list[FactCandidate], list[Problem]]:
@@ -124,10 +134,19 @@ class Learner:
             retry=retry_if_exception_type(BackendError),
             stop=stop_after_attempt(DEFERRED_SAVE_ATTEMPTS),
             wait=wait_exponential(multiplier=0.2, max=5),
+            before_sleep=self._count_retry,
             reraise=True,
         ):
             with attempt:
                 await self._store().save_turn(turn.ids.user_id, turn.provenance, candidates)
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.warning(
+            "deferred learning's save failed (attempt %d): %s; retrying", state.attempt_number, error
+        )
+        if self._metrics is not None:
+            self._metrics.add("retries")
 
 
 @dataclass

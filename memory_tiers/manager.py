@@ -19,6 +19,8 @@ import redis.asyncio as aioredis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from langchain_core.embeddings import Embeddings
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_tiers.bridge import LoopBridge
@@ -32,6 +34,7 @@ from memory_tiers.long_term import migrate
 from memory_tiers.long_term.recall import load_embeddings
 from memory_tiers.long_term.store import LongTermStore
 from memory_tiers.nodes import MemoryNodes
+from memory_tiers.observability import Metrics, Telemetry
 from memory_tiers.retention import RetentionAPI
 from memory_tiers.session.store import SessionStore
 from memory_tiers.sessions import SessionsAPI
@@ -60,6 +63,10 @@ class MemoryManager:
             ``long_term.recall.semantic.embeddings``).
         state_migrator: a `StateMigrator` bringing older threads to ``state.version`` (instead
             of naming one in ``state.migrators``).
+        tracer_provider: an OpenTelemetry ``TracerProvider`` for the manager's spans, instead
+            of the global one (see ``docs/observability.md``).
+        meter_provider: an OpenTelemetry ``MeterProvider`` for its counters, instead of the
+            global one.
 
     Clients passed in are used as they are and left open on exit.
 
@@ -83,8 +90,15 @@ class MemoryManager:
         engine: AsyncEngine | None = None,
         embeddings: Embeddings | None = None,
         state_migrator: StateMigrator | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self.config = load_config(config)
+        self.telemetry = Telemetry(
+            include_user_id=self.config.observability.include_user_id,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
         semantic = self.config.long_term.recall.semantic
         if embeddings is None and semantic.embeddings is not None:
             embeddings = load_embeddings(semantic.embeddings)
@@ -101,7 +115,10 @@ class MemoryManager:
             state_migrator.check(state.version)
         self.extractors: list[FactExtractor] = build_extractors(self.config.long_term.extractor_specs())
         self.learner = Learner(
-            self.extractors, self.config.long_term.extraction, lambda: self.long_term_store
+            self.extractors,
+            self.config.long_term.extraction,
+            lambda: self.long_term_store,
+            metrics=self.metrics,
         )
         self.nodes = MemoryNodes(self)
         self.sessions = SessionsAPI(self)
@@ -132,6 +149,12 @@ class MemoryManager:
         return cls(load_config(config), **clients)
 
     @property
+    def metrics(self) -> Metrics:
+        """This manager's counters: ``manager.metrics.snapshot()`` (the same increments go to
+        OpenTelemetry counters; see ``docs/observability.md``)."""
+        return self.telemetry.metrics
+
+    @property
     def data_dir(self) -> Path:
         """Where the embedded backends keep their files."""
         return self.config.data_dir
@@ -157,11 +180,13 @@ class MemoryManager:
         auto = cfg.setup == "auto"
         if self._given_engine is not None:
             self._long_term_store = LongTermStore(
-                self._given_engine, cfg.long_term, embeddings=self.embeddings
+                self._given_engine, cfg.long_term, embeddings=self.embeddings, telemetry=self.telemetry
             )
         else:
             self._long_term_store = await stack.enter_async_context(
-                LongTermStore.open(cfg.long_term, cfg.data_dir, embeddings=self.embeddings)
+                LongTermStore.open(
+                    cfg.long_term, cfg.data_dir, embeddings=self.embeddings, telemetry=self.telemetry
+                )
             )
         await self._check_long_term_schema(upgrade=auto)
         self._store = SqlStore(
@@ -173,10 +198,12 @@ class MemoryManager:
         stack.push_async_callback(_cancel, sweeper)
         archive = self.sessions.archive_target
         if self._given_redis is not None:
-            self._session_store = SessionStore.from_config(self._given_redis, cfg.session, archive=archive)
+            self._session_store = SessionStore.from_config(
+                self._given_redis, cfg.session, archive=archive, telemetry=self.telemetry
+            )
         else:
             self._session_store = await stack.enter_async_context(
-                SessionStore.open(cfg.session, archive=archive)
+                SessionStore.open(cfg.session, archive=archive, telemetry=self.telemetry)
             )
         session_sweeper = asyncio.get_running_loop().create_task(
             self._session_store.run_sweeper(cfg.session.sweep_interval), name="memory-tiers-session-sweeper"

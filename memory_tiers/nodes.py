@@ -20,6 +20,7 @@ from memory_tiers.context import TurnIds, resolve_ids
 from memory_tiers.errors import InvalidIdentifierError, OwnershipError, StateSchemaError
 from memory_tiers.learning import Turn
 from memory_tiers.long_term.consolidate import Provenance
+from memory_tiers.observability import bind_ids
 from memory_tiers.state.schema import MemoryState
 
 if TYPE_CHECKING:
@@ -156,19 +157,23 @@ class MemoryNodes:
         async def run_async(state: dict[str, Any], config: RunnableConfig) -> Update:
             _messages(state, name)
             ids = resolve_ids(config, manager.config.ids)
-            loaded = await self._load(state, ids, config)
+            loaded = await self._observed("load_memory", self._load, state, ids, config)
             agent_update = await runnable.ainvoke({**state, **loaded}, config)
-            saved = await self._save(merged(state, loaded, agent_update), ids, config)
+            saved = await self._observed(
+                "save_memory", self._save, merged(state, loaded, agent_update), ids, config
+            )
             return {**loaded, **agent_update, **saved}
 
         def run_sync(state: dict[str, Any], config: RunnableConfig) -> Update:
             _messages(state, name)
             ids = resolve_ids(config, manager.config.ids)
-            loaded = manager.bridge.run(self._load(state, ids, config))
+            loaded = manager.bridge.run(self._observed("load_memory", self._load, state, ids, config))
             agent_update = runnable.invoke(
                 {**state, **loaded}, config
             )  # the agent runs here, not on our loop
-            saved = manager.bridge.run(self._save(merged(state, loaded, agent_update), ids, config))
+            saved = manager.bridge.run(
+                self._observed("save_memory", self._save, merged(state, loaded, agent_update), ids, config)
+            )
             return {**loaded, **agent_update, **saved}
 
         return RunnableLambda(run_sync, afunc=run_async, name=name)
@@ -179,15 +184,31 @@ class MemoryNodes:
         async def run_async(state: dict[str, Any], config: RunnableConfig) -> Update:
             _messages(state, name)
             ids = resolve_ids(config, manager.config.ids)
-            return await impl(state, ids, config)
+            return await self._observed(name, impl, state, ids, config)
 
         def run_sync(state: dict[str, Any], config: RunnableConfig) -> Update:
             _messages(state, name)
-            # Ids are read here, in the caller's context, before crossing to the manager's loop.
+            # Ids are read here, in the caller's context, before crossing to the manager's loop
+            # (which runs the coroutine in a copy of this context: spans and log ids follow).
             ids = resolve_ids(config, manager.config.ids)
-            return manager.bridge.run(impl(state, ids, config))
+            return manager.bridge.run(self._observed(name, impl, state, ids, config))
 
         return RunnableLambda(run_sync, afunc=run_async, name=name)
+
+    async def _observed(
+        self, name: str, impl: NodeImpl, state: dict[str, Any], ids: TurnIds, config: RunnableConfig
+    ) -> Update:
+        """Run a node's implementation in its span (``memory_tiers.node.<name>``) with the
+        turn's ids on every log record, and count it as a load or a save."""
+        operation, _, tier = name.partition("_")
+        telemetry = self._manager.telemetry
+        with (
+            bind_ids(ids.user_id, ids.thread_id, ids.session_id),
+            telemetry.span(f"memory_tiers.node.{name}", "all" if tier == "memory" else tier, operation),
+        ):
+            update = await impl(state, ids, config)
+        telemetry.metrics.add(f"{operation}s", attributes={"memory_tiers.node": name})
+        return update
 
     # -- session tier -------------------------------------------------------------------
 

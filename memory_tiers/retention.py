@@ -8,6 +8,8 @@ never a checkpoint scan):
    left alone;
 2. threads active since they were last pruned keep their newest ``keep_last`` checkpoints per
    namespace, plus every older one a kept checkpoint needs (delta channels, old-format sends);
+   each registry batch is planned from one read of its chains (ids, versions and metadata, no
+   values), pruned in one transaction (SQLite, PostgreSQL) and marked pruned in one UPDATE;
 3. expired sessions are archived into long-term memory (one pass of the session sweeper).
 
 Every step is idempotent, so a run stopped at any point is resumed by running it again.
@@ -15,8 +17,7 @@ Every step is idempotent, so a run stopped at any point is resumed by running it
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -24,15 +25,16 @@ from typing import TYPE_CHECKING
 from memory_tiers.config import RetentionRule
 from memory_tiers.errors import MemoryTiersError
 from memory_tiers.long_term.models import ThreadRecord
+from memory_tiers.observability import get_logger, instrumented, manager_telemetry
 from memory_tiers.threads_archive import archive_thread
-from memory_tiers.working.chain import load_thread, plan_prune
-from memory_tiers.working.pruning import pruner_for
+from memory_tiers.working.chain import plan_prune
+from memory_tiers.working.pruning import prune_threads, read_chains
 from memory_tiers.working.thread_data import delete_checkpoints
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class _Scope:
     exclude: list[str]
 
 
+@instrumented("retention", telemetry=manager_telemetry, bind=True)
 class RetentionAPI:
     """Runs the configured retention policies for one manager."""
 
@@ -87,7 +90,8 @@ class RetentionAPI:
 
         Args:
             dry_run: count what would be archived, deleted and pruned; write nothing.
-            progress: called with 1 after each thread handled (for a progress bar).
+            progress: called with the number of threads handled after each thread or batch
+                (for a progress bar).
         """
         report = RetentionReport(dry_run=dry_run)
         started = datetime.now(UTC)
@@ -98,11 +102,9 @@ class RetentionAPI:
                     await self._guarded(report, record, self._expire(report, record, scope.rule, started))
                     tick(1)
             if scope.rule.keep_last is not None:
-                async for record in self._unpruned(scope):
-                    await self._guarded(
-                        report, record, self._prune(report, record, scope.rule.keep_last, started)
-                    )
-                    tick(1)
+                async for batch in self._unpruned(scope):
+                    await self._prune_batch(report, batch, scope.rule.keep_last, started)
+                    tick(len(batch))
         if not dry_run:
             # Also done periodically while the manager is open; here for deployments that
             # run retention as a job instead.
@@ -127,15 +129,14 @@ class RetentionAPI:
                 yield record
             after = (batch[-1].last_active_at, batch[-1].thread_id)
 
-    async def _unpruned(self, scope: _Scope) -> AsyncIterator[ThreadRecord]:
+    async def _unpruned(self, scope: _Scope) -> AsyncIterator[list[ThreadRecord]]:
         registry = self._manager.long_term.registry
         size = self._manager.config.working.retention.batch_size
         after: str | None = None
         while batch := await registry.unpruned(
             namespaces=scope.namespaces, exclude=scope.exclude, limit=size, after=after
         ):
-            for record in batch:
-                yield record
+            yield batch
             after = batch[-1].thread_id
 
     async def _expire(
@@ -159,16 +160,32 @@ class RetentionAPI:
         await registry.remove(record.user_id, record.thread_id)
         report.deleted += 1
 
+    async def _prune_batch(
+        self, report: RetentionReport, records: list[ThreadRecord], keep_last: int, started: datetime
+    ) -> None:
+        """Prune a registry batch at once; if that fails, each of its threads on its own, so a
+        failure is the failing thread's only."""
+        if len(records) > 1:
+            try:
+                await self._prune(report, records, keep_last, started)
+                return
+            except MemoryTiersError as exc:
+                logger.info("retention: a batch failed (%s); pruning its threads one by one", exc)
+        for record in records:
+            await self._guarded(report, record, self._prune(report, [record], keep_last, started))
+
     async def _prune(
-        self, report: RetentionReport, record: ThreadRecord, keep_last: int, started: datetime
+        self, report: RetentionReport, records: Sequence[ThreadRecord], keep_last: int, started: datetime
     ) -> None:
         saver = self._manager.checkpointer.inner
-        plan = plan_prune(await load_thread(saver, record.thread_id), keep_last)
-        if plan.checkpoints:
-            report.pruned_threads += 1
-            report.pruned_checkpoints += plan.checkpoints
-            if not report.dry_run:
-                await pruner_for(saver)(saver, record.thread_id, plan)
+        thread_ids = [record.thread_id for record in records]
+        chains = await read_chains(saver, thread_ids)
+        plans = {t: plan for t in thread_ids if (plan := plan_prune(chains[t], keep_last)).checkpoints}
+        if not report.dry_run:
+            await prune_threads(saver, plans)
+            self._manager.metrics.add("checkpoints_pruned", sum(p.checkpoints for p in plans.values()))
+        report.pruned_threads += len(plans)
+        report.pruned_checkpoints += sum(plan.checkpoints for plan in plans.values())
         if not report.dry_run:
             # The run's start, not now: a turn written during the prune is pruned next time.
-            await self._manager.long_term.registry.mark_pruned(record.thread_id, started)
+            await self._manager.long_term.registry.mark_pruned(thread_ids, started)

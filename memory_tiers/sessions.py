@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 from memory_tiers.errors import UsageError
 from memory_tiers.ids import validate_id
+from memory_tiers.observability import instrumented, manager_telemetry
 from memory_tiers.session.records import SessionRecord, archive_id
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
 
 
+@instrumented("sessions", telemetry=manager_telemetry, bind=True)
 class SessionsAPI:
     """Session lifecycle for one manager; every call is checked against the session's owner."""
 
@@ -84,7 +86,7 @@ class SessionArchive:
     async def archive(self, record: SessionRecord) -> str:
         """Write ``record``'s context as an archive; returns the row's id. Idempotent: the same
         version of a session always gets the same row."""
-        return await self._manager.long_term.add_archive(
+        row_id = await self._manager.long_term.add_archive(
             record.user_id,
             kind="session",
             summary=str(record.data.get("summary", "")),
@@ -92,6 +94,8 @@ class SessionArchive:
             session_id=record.session_id,
             archive_id=archive_id(record),
         )
+        self._manager.metrics.add("sessions_archived")
+        return row_id
 
     async def discard(self, record: SessionRecord) -> None:
         """Delete the archive `archive` wrote for ``record``."""

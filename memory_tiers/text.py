@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from typing import TypeVar
 
 from langchain_core.messages import BaseMessage
 
+from memory_tiers.observability import get_logger
+
 T = TypeVar("T")
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 

@@ -19,6 +19,7 @@ from memory_tiers.errors import NotFoundError, OwnershipError, UsageError
 from memory_tiers.ids import validate_id
 from memory_tiers.long_term.models import ThreadRecord
 from memory_tiers.long_term.registry import ThreadPage, ThreadRegistry
+from memory_tiers.observability import instrumented, manager_telemetry
 from memory_tiers.threads_archive import ArchiveResult, archive_thread
 from memory_tiers.working.chain import (
     ROOT_NS,
@@ -65,6 +66,7 @@ class CheckpointInfo:
         )
 
 
+@instrumented("threads", telemetry=manager_telemetry, bind=True)
 class ThreadsAPI:
     """Thread lifecycle for one manager; every call is owner-checked."""
 

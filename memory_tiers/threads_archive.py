@@ -90,6 +90,7 @@ async def archive_thread(
     if head is not None:
         result = await _summarize_and_drop(manager, record, head)
     await registry.set_status(thread_id, "archived", expected=["archiving"], archived_at=datetime.now(UTC))
+    manager.metrics.add("threads_archived")
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +22,22 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """The DB-API errors of the drivers LangGraph's savers use directly (sqlite3, and psycopg
+    when the ``postgres`` extra is installed)."""
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:
+        pass
+    else:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+_DRIVER_ERRORS = _driver_errors()
+
+
 @contextmanager
 def translate_errors(tier: str, masked_url: str) -> Iterator[None]:
     """Re-raise driver errors from the block as `BackendError` naming the tier and URL."""
@@ -34,5 +51,5 @@ def translate_errors(tier: str, masked_url: str) -> Iterator[None]:
         raise BackendError(f"{tier} tier ({masked_url}): {exc.orig}") from exc
     except _UNREACHABLE as exc:
         raise BackendUnavailableError(tier, masked_url, str(exc) or type(exc).__name__) from exc
-    except redis.exceptions.RedisError as exc:
+    except (redis.exceptions.RedisError, *_DRIVER_ERRORS) as exc:
         raise BackendError(f"{tier} tier ({masked_url}): {exc}") from exc

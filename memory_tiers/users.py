@@ -17,6 +17,7 @@ from memory_tiers.ids import validate_id
 from memory_tiers.jsonable import to_json
 from memory_tiers.long_term.schema import threads
 from memory_tiers.long_term.user_data import delete_user_rows, export_rows, user_rows
+from memory_tiers.observability import instrumented, manager_telemetry
 from memory_tiers.working.thread_data import delete_checkpoints, export_checkpoints
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class ForgetReport:
         return bool(self.deferred_turns or self.threads or self.sessions or any(self.long_term.values()))
 
 
+@instrumented("users", telemetry=manager_telemetry, bind=True)
 class UsersAPI:
     """Data-rights requests for one manager: export a user's data, or delete all of it."""
 

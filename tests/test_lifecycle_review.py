@@ -16,7 +16,7 @@ from test_threads import _extend, log_graph, run_turns, states
 
 from memory_tiers import MemoryManager
 from memory_tiers.working.chain import load_thread, plan_prune, thread_config
-from memory_tiers.working.pruning import pruner_for
+from memory_tiers.working.pruning import prune_threads, read_chains
 
 
 class SubState(TypedDict, total=False):
@@ -209,9 +209,9 @@ async def test_prune_racing_a_turn_keeps_every_checkpoint_the_plan_kept(checkpoi
         graph = log_graph(manager)
         await run_turns(graph, alice, thread, 8)
         saver = manager.checkpointer.inner
-        plan = plan_prune(await load_thread(saver, thread), keep_last=2)
+        plan = plan_prune((await read_chains(saver, [thread]))[thread], keep_last=2)
         await run_turns(graph, alice, thread, 2)  # a live turn between the plan and the delete
-        await pruner_for(saver)(saver, thread, plan)
+        await prune_threads(saver, {thread: plan})
         latest = await graph.aget_state(turn_config(alice, thread))
         kept = await states(graph, alice, thread)
 

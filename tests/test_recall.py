@@ -122,6 +122,31 @@ async def test_hostile_message_text_is_only_ever_data(memory_config, query, foun
     assert len(after) == len(LIKES)
 
 
+async def test_accents_do_not_change_what_is_found(memory_config):
+    alice = unique("alice")
+    async with MemoryManager(memory_config) as manager:
+        await manager.long_term.add_facts(
+            alice,
+            [
+                FactCandidate(attribute="location", value="São Paulo"),
+                FactCandidate(attribute="likes", value="crème brûlée"),
+                FactCandidate(attribute="likes", value="jazz"),
+            ],
+        )
+        searched = {
+            query: [f.value for f in await manager.long_term.search_facts(alice, query)]
+            for query in ("são", "sao", "SÃO", "creme brulee", "Crème")
+        }
+        recalled = [
+            (await manager.long_term.load_context(alice, None, query)).facts[0].value
+            for query in ("I live in são", "I live in sao")
+        ]
+
+    assert searched["são"] == searched["sao"] == searched["SÃO"] == ["São Paulo"]
+    assert searched["creme brulee"] == searched["Crème"] == ["crème brûlée"]
+    assert recalled == ["São Paulo", "São Paulo"]
+
+
 async def test_one_users_ranking_does_not_depend_on_other_users_facts(memory_config):
     alice = unique("alice")
     query = "Any good jazz clubs around?"

@@ -14,7 +14,8 @@ from test_threads import log_graph, run_turns, states
 
 from memory_tiers import MemoryManager
 from memory_tiers.long_term.schema import threads
-from memory_tiers.working.chain import load_thread, plan_prune
+from memory_tiers.working.chain import checkpoint_info, load_thread, plan_prune
+from memory_tiers.working.pruning import read_chains
 
 
 def with_retention(config: dict[str, Any], **retention: Any) -> dict[str, Any]:
@@ -81,10 +82,83 @@ async def test_prune_plan_without_delta_channels_keeps_exactly_keep_last(checkpo
         graph = memory_graph(manager)
         for i in range(4):
             await graph.ainvoke({"messages": [("user", f"message {i}")]}, turn_config(alice, thread))
-        by_ns = await load_thread(manager.checkpointer.inner, thread)
+        [by_ns] = (await read_chains(manager.checkpointer.inner, [thread])).values()
     plan = plan_prune(by_ns, keep_last=3)
     assert plan.checkpoints == len(by_ns[""]) - 3
     assert plan.window == 3
+
+
+async def test_the_chain_reader_agrees_with_the_full_checkpoints_and_batches_threads(checkpointer_config):
+    alice, threads_ = unique("alice"), [unique("t") for _ in range(3)]
+    async with MemoryManager(checkpointer_config) as manager:
+        graph = log_graph(manager, ask=True)
+        for n, thread in enumerate(threads_[:2]):
+            for answer in "abcde"[: n + 3]:
+                await graph.ainvoke({"turns": 0}, turn_config(alice, thread))
+                await graph.ainvoke(Command(resume=answer), turn_config(alice, thread))
+        saver = manager.checkpointer.inner
+        read = await read_chains(saver, threads_)
+        full = {t: await load_thread(saver, t) for t in threads_}
+
+    assert read[threads_[2]] == {}  # registered nowhere, no checkpoints: an empty entry
+    for thread in threads_[:2]:
+        expected = {
+            ns: {c: checkpoint_info(t) for c, t in chain.items()} for ns, chain in full[thread].items()
+        }
+        assert read[thread].keys() == expected.keys()
+        deltas = {ch for chain in expected.values() for info in chain.values() for ch in info.delta_channels}
+        assert deltas, "the log must be a delta channel for this test to mean anything"
+        for ns, chain in expected.items():
+            assert read[thread][ns].keys() == chain.keys()
+            for cid, info in chain.items():
+                got = read[thread][ns][cid]
+                assert (got.parent, got.format, got.delta_channels) == (
+                    info.parent,
+                    info.format,
+                    info.delta_channels,
+                )
+                assert {k: str(v) for k, v in got.channel_versions.items()} == {
+                    k: str(v) for k, v in info.channel_versions.items()
+                }
+                assert got.holds & deltas == info.holds & deltas  # all the planner asks about
+            got, want = plan_prune(read[thread], 2), plan_prune(expected, 2)
+            # PostgreSQL's reader knows which values are inline (no blob to delete): fewer candidates.
+            assert got.delete == want.delete and got.window == want.window
+            assert all(got.freed_blobs[ns] <= blobs for ns, blobs in want.freed_blobs.items())
+
+
+async def test_one_batch_prunes_many_threads_and_a_failing_batch_falls_back_per_thread(
+    checkpointer_config, monkeypatch
+):
+    alice, threads_ = unique("alice"), [unique("t") for _ in range(3)]
+    config = with_retention(checkpointer_config, keep_last=1, batch_size=10)
+    async with MemoryManager(config) as manager:
+        graph = log_graph(manager)
+        for thread in threads_:
+            await run_turns(graph, alice, thread, 3)
+        before = {t: await states(graph, alice, t) for t in threads_}
+        registry = manager.long_term.registry
+        real, calls = registry.mark_pruned, []
+
+        async def refuse_batches(thread_ids: Any, at: Any) -> None:
+            calls.append(list(thread_ids))
+            if len(thread_ids) > 1:
+                from memory_tiers import BackendError
+
+                raise BackendError("long_term tier: down for a moment")
+            await real(thread_ids, at)
+
+        monkeypatch.setattr(registry, "mark_pruned", refuse_batches)
+        report = await manager.retention.run()
+        after = {t: await states(graph, alice, t) for t in threads_}
+        again = await manager.retention.run()
+
+    assert sorted(calls[0]) == sorted(threads_) and len(calls) == 1 + len(threads_)
+    assert report.failed == {} and report.pruned_threads == len(threads_)
+    for thread in threads_:
+        kept = after[thread]
+        assert kept == {cid: before[thread][cid] for cid in kept} and len(kept) < len(before[thread])
+    assert again.pruned_threads == 0
 
 
 async def test_idle_threads_are_archived_or_deleted_per_namespace_and_dry_run_writes_nothing(

@@ -96,7 +96,23 @@ async def seed_0004(engine: AsyncEngine, user: str) -> None:
         )
 
 
-SEEDS = {"0001": seed_0001, "0002": seed_0002, "0003": seed_0003, "0004": seed_0004}
+async def seed_0005(engine: AsyncEngine, user: str) -> None:
+    """Rows as a database at revision 0005 held them: 0004's, and another user's fact with
+    accented words, in a search text that did not fold them."""
+    await seed_0004(engine, user)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO mt_facts (id, user_id, subject, attribute, value, value_norm, cardinality, "
+                "confidence, created_at, updated_at, valid_from, search_text) "
+                "VALUES (:id, :user, 'user', 'location', 'São Paulo', 'são paulo', 'one', 0.9, :now, :now, "
+                ":now, ' user location são paulo ')"
+            ),
+            {"id": f"{user}-accented", "user": f"{user}-b", "now": NOW},
+        )
+
+
+SEEDS = {"0001": seed_0001, "0002": seed_0002, "0003": seed_0003, "0004": seed_0004, "0005": seed_0005}
 
 
 @pytest.fixture
@@ -143,3 +159,17 @@ async def test_a_database_at_every_revision_upgrades_to_head_with_its_data(empty
     outcome = await store.add_facts(user, [FactCandidate(attribute="likes", value="jazz music")])
     assert outcome.fact_ids == [fact.id]
     assert (await store.list_facts(user))[0].confidence == pytest.approx(1 - 0.3 * 0.2)
+
+
+async def test_facts_stored_before_0006_are_found_without_their_accents(empty_engine):
+    user = unique("alice")
+    await migrate.upgrade(empty_engine, "0005")
+    await seed_0005(empty_engine, user)
+
+    await migrate.upgrade(empty_engine)
+
+    store = LongTermStore(empty_engine)
+    for query in ("sao paulo", "São Paulo"):
+        [found] = await store.search_facts(f"{user}-b", query)
+        assert (found.id, found.value) == (f"{user}-accented", "São Paulo")
+        assert found.score > 2 / 3  # both words count: the search text was folded

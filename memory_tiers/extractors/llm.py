@@ -8,7 +8,6 @@ logged and dropped, the rest of the turn's facts are kept.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,9 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.runnables import Runnable
 
-logger = logging.getLogger(__name__)
+from memory_tiers.observability import get_logger
+
+logger = get_logger(__name__)
 
 DEFAULT_PROMPT = """\
 You extract durable facts about the user from a conversation, for the user's long-term memory.

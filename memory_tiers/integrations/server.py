@@ -27,7 +27,6 @@ the working directory, which for ``langgraph dev`` is the directory of ``langgra
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -36,10 +35,11 @@ from pathlib import Path
 
 from memory_tiers.errors import ConfigError, UsageError
 from memory_tiers.manager import MemoryManager
+from memory_tiers.observability import get_logger
 from memory_tiers.store import SqlStore
 from memory_tiers.working.guard import OwnershipGuardedSaver
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 CONFIG_ENV = "MEMORY_TIERS_CONFIG"
 DEFAULT_CONFIG = "memory_tiers.yaml"

@@ -61,17 +61,16 @@ class FactAPI:
         """
         k = k or self.config.recall.k
         query_embedding = await self._embed_query(query)
-        n_terms, params = self._recall.params(user_id, query, _now())
-        recall = self._recall.ranked(n_terms, matching_only=query_embedding is None, limit=k)
-        rows = [dict(row) for row in await self._rows(select(recall), params)]
+        n_terms, params = self._recall.params(user_id, query, _now(), limit=k)
+        statement = self._recall.search(n_terms, matching_only=query_embedding is None)
         ranked = rank(
-            rows,
+            await self._rows(statement, params),
             k=k,
             query_embedding=query_embedding,
             weight=self.config.recall.semantic.weight,
             pinned_first=False,
         )
-        return [Fact.model_validate(row) for row in ranked]
+        return [Fact.from_row(row) for row in ranked]
 
     async def fact_history(
         self: LongTermStore, user_id: str, attribute: str, *, subject: str = "user"
@@ -169,7 +168,7 @@ class FactAPI:
                     await self._unset_profile_key(conn, user_id, key, gone.value, _now())
 
     async def _facts(self: LongTermStore, stmt: Any) -> list[Fact]:
-        return [Fact.model_validate(dict(row)) for row in await self._rows(stmt)]
+        return [Fact.from_row(row) for row in await self._rows(stmt)]
 
     async def observed_message_ids(self: LongTermStore, user_id: str, thread_id: str) -> set[str]:
         """The ids of the thread's messages that facts were already learned from."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -41,6 +42,13 @@ class Fact(_Record):
     score: float | None = None
 
     _tz = field_validator("created_at", "updated_at", "valid_from", "valid_to")(_aware)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Fact:
+        """A fact from a result row (its other columns are ignored). Copied into a dict first,
+        which validates in half the time of SQLAlchemy's row mapping; validation itself is as
+        fast as ``model_construct`` and also makes SQLite's naive datetimes UTC."""
+        return cls.model_validate(dict(row))
 
 
 class Observation(_Record):

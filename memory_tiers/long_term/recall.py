@@ -7,8 +7,12 @@ A fact's score is a weighted sum of three scores in [0, 1]:
 - recency: 1 / (1 + age / half_life), where age is the time since the fact was last observed;
 - confidence: the fact's consolidated confidence.
 
-`search_facts` finds the facts matching a query through the full-text index (PostgreSQL
-tsvector @@ tsquery on a GIN index, SQLite FTS5) and ranks them the same way.
+`search_facts` keeps the facts with at least one of the query's words and ranks them the same
+way. Both read only the user's rows, through the user index: the full-text indexes (PostgreSQL's
+GIN on ``search_vector``, SQLite's FTS5 ``mt_facts_fts``) would first find every user's facts
+with those words, which at a million facts costs many times the user's own hundred rows. Words
+are matched in ``search_text``, folded the same way on both databases (case and Latin
+diacritics: "São" finds "sao"), so both answer alike.
 
 The top k facts by score come with every pinned fact (up to ``pinned_limit``) in the same query.
 Flagged facts (instruction-shaped, see hygiene.py) are never recalled. With semantic recall on,
@@ -20,8 +24,10 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,58 +35,71 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Float,
+    Integer,
     Select,
     String,
     Subquery,
     bindparam,
     case,
-    column,
     extract,
     false,
     func,
-    literal,
     literal_column,
+    or_,
     select,
-    table,
     union_all,
 )
 
 from memory_tiers.config import RecallConfig
+from memory_tiers.errors import ConfigError
 from memory_tiers.long_term.schema import facts
 
 _TERM = re.compile(r"[^\W_]{2,64}")
 _WORD = re.compile(r"[^\W_]+")
+# The combining marks Latin, Greek and Cyrillic letters decompose into (as FTS5's
+# remove_diacritics folds them); other scripts' marks are part of their words.
+_DIACRITICS = re.compile("[\u0300-\u036f]+")
 MAX_TERMS = 32
-_FTS = table("mt_facts_fts", column("rowid"))
 _RECALLED = [c for c in facts.c if c.name not in ("user_id", "embedding", "search_text")]
 
 
-def search_terms(text: str | None) -> list[str]:
-    """The words of ``text`` a fact can match: letters and digits, case-folded, deduplicated.
+def fold(text: str) -> str:
+    """``text`` case-folded and without diacritics, as words are compared for recall.
 
-    Only these reach the full-text query, and only as a bound parameter.
+    Example:
+        >>> fold("São Paulo, Crème Brûlée, Straße")
+        'sao paulo, creme brulee, strasse'
+    """
+    decomposed = unicodedata.normalize("NFD", text.casefold())
+    return unicodedata.normalize("NFC", _DIACRITICS.sub("", decomposed))
+
+
+def search_terms(text: str | None) -> list[str]:
+    """The words of ``text`` a fact can match: letters and digits, folded (`fold`), deduplicated.
+
+    Only these reach the recall query, and only as bound parameters.
 
     Example:
         >>> search_terms("Where do I live? I LIVE in São Paulo!")
-        ['where', 'do', 'live', 'in', 'são', 'paulo']
+        ['where', 'do', 'live', 'in', 'sao', 'paulo']
     """
     seen: dict[str, None] = {}
-    for match in _TERM.finditer(text or ""):
-        seen.setdefault(match.group().casefold(), None)
+    for match in _TERM.finditer(fold(text or "")):
+        seen.setdefault(match.group(), None)
         if len(seen) == MAX_TERMS:
             break
     return list(seen)
 
 
 def search_text(subject: str, attribute: str, value: str) -> str:
-    """A fact's words as stored for relevance scoring: case-folded, space-separated and padded,
-    so that ``" word "`` occurs in it exactly when the fact contains that word.
+    """A fact's words as stored for recall: folded (`fold`), space-separated and padded, so
+    that ``" word "`` occurs in it exactly when the fact contains that word.
 
     Example:
         >>> search_text("user", "favourite_food", "Crème brûlée!")
-        ' user favourite food crème brûlée '
+        ' user favourite food creme brulee '
     """
-    words = (m.group().casefold() for m in _WORD.finditer(fact_text(subject, attribute, value)))
+    words = (m.group() for m in _WORD.finditer(fold(fact_text(subject, attribute, value))))
     return f" {' '.join(words)} "
 
 
@@ -101,9 +120,11 @@ def cosine(left: Sequence[float], right: Sequence[float]) -> float:
 class RecallQuery:
     """Builds the recall statements for one dialect and configuration.
 
-    Statements take every value as a bound parameter (`params`), so each shape (how many search
-    terms) is built once and reused: building SQLAlchemy expressions per turn costs more than
-    the query itself.
+    Statements take every per-call value as a bound parameter (`params`) and the configuration's
+    numbers as literals, so each shape (how many search terms; for a search, whether only
+    matching facts count) is built once and reused: building SQLAlchemy expressions per call
+    costs more than the query itself, and a statement object that is reused keeps its cache
+    key, so its compiled form is found without walking it again.
     """
 
     def __init__(self, dialect: str, config: RecallConfig, *, semantic: bool = False) -> None:
@@ -111,27 +132,31 @@ class RecallQuery:
         self.config = config
         self.semantic = semantic
         self.subquery = functools.cache(self._subquery)
-        self.ranked = functools.cache(self._ranked_subquery)
+        self.search = functools.cache(self._search)
 
-    def params(self, user_id: str, text: str | None, now: datetime) -> tuple[int, dict[str, Any]]:
-        """How many search terms ``text`` has (the statement's shape), and the bound values."""
+    def params(
+        self, user_id: str, text: str | None, now: datetime, *, limit: int | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """How many search terms ``text`` has (the statement's shape), and the bound values;
+        ``limit`` is how many facts a `search` is to return."""
         terms = search_terms(text)
         at: Any = now if self.dialect == "postgresql" else now.strftime("%Y-%m-%d %H:%M:%S.%f")
         values: dict[str, Any] = {"recall_user": user_id, "recall_now": at}
         values |= {f"recall_t{i}": f" {term} " for i, term in enumerate(terms)}
-        if terms:
-            joined = " | ".join(f"'{t}'" for t in terms) if self.dialect == "postgresql" else None
-            values["recall_terms"] = joined or " OR ".join(f'"{t}"' for t in terms)
+        if limit is not None:
+            values["recall_limit"] = max(limit, self._limit())
         return len(terms), values
 
     def _subquery(self, n_terms: int) -> Subquery:
         """Pinned facts and the best-ranked others, as one subquery with a ``score`` column."""
         ranked = self._ranked(n_terms, matching_only=False).where(facts.c.pinned.is_(False))
+        # The same condition as the partial index ix_mt_facts_pinned (migration 0006), so the
+        # pinned branch is an index probe, which finds nothing for most users.
         pinned = self._select(n_terms, matching_only=False).where(facts.c.pinned.is_(True))
         pinned = pinned.order_by(facts.c.updated_at.desc(), facts.c.id)
         # Each branch keeps its own ORDER BY/LIMIT by being a subquery of the union.
         branches = [
-            select(branch.limit(n).subquery(name))
+            select(branch.limit(literal_column(str(n), Integer)).subquery(name))
             for branch, n, name in (
                 (ranked, self._limit(), "ranked"),
                 (pinned, self.config.pinned_limit, "pins"),
@@ -142,11 +167,11 @@ class RecallQuery:
             return self._select(n_terms, matching_only=False).where(false()).subquery("recall")
         return (branches[0] if len(branches) == 1 else union_all(*branches)).subquery("recall")
 
-    def _ranked_subquery(self, n_terms: int, *, matching_only: bool, limit: int | None = None) -> Subquery:
-        """The user's current facts best-ranked (pinned or not), as a subquery; with
-        ``matching_only`` only those the full-text index finds for the terms."""
-        stmt = self._ranked(n_terms, matching_only=matching_only)
-        return stmt.limit(max(limit or 0, self._limit())).subquery()
+    def _search(self, n_terms: int, *, matching_only: bool) -> Select[Any]:
+        """The user's current facts best-ranked (pinned or not), ``recall_limit`` of them; with
+        ``matching_only`` only those containing one of the terms at least."""
+        limit = bindparam("recall_limit", type_=Integer)
+        return self._ranked(n_terms, matching_only=matching_only).limit(limit)
 
     def _limit(self) -> int:
         return self.config.semantic.candidates if self.semantic else self.config.k
@@ -159,9 +184,9 @@ class RecallQuery:
     def _select(self, n_terms: int, *, matching_only: bool) -> Select[Any]:
         weights = self.config.weights
         score = (
-            self._relevance(n_terms) * weights.relevance
-            + self._recency() * weights.recency
-            + facts.c.confidence * weights.confidence
+            self._relevance(n_terms) * _number(weights.relevance)
+            + self._recency() * _number(weights.recency)
+            + facts.c.confidence * _number(weights.confidence)
         )
         columns: list[Any] = [*_RECALLED, score.label("score")]
         if self.semantic:
@@ -173,59 +198,70 @@ class RecallQuery:
         )
         if not matching_only:
             return stmt
-        return stmt.where(self._full_text_match()) if n_terms else stmt.where(false())
+        # Checked on the user's rows only (see the module docstring): never the full-text index.
+        return stmt.where(or_(*(self._contains(i) for i in range(n_terms))) if n_terms else false())
 
-    def _full_text_match(self) -> ColumnElement[bool]:
-        """The full-text index's answer: PostgreSQL tsvector @@ tsquery (GIN), SQLite FTS5 MATCH."""
-        terms = bindparam("recall_terms", type_=String)
-        if self.dialect == "postgresql":
-            query = func.to_tsquery(literal_column("'simple'::regconfig"), terms)
-            return literal_column("mt_facts.search_vector").op("@@")(query)
-        matching = select(_FTS.c.rowid).where(literal_column("mt_facts_fts").op("MATCH")(terms))
-        return literal_column("mt_facts.rowid").in_(matching)
+    def _contains(self, term: int) -> ColumnElement[bool]:
+        """Whether the fact has the ``term``-th search word (bound as ``" word "``)."""
+        position = func.strpos if self.dialect == "postgresql" else func.instr
+        word = bindparam(f"recall_t{term}", type_=String)
+        return position(facts.c.search_text, word) > literal_column("0", Integer)
 
     def _relevance(self, n_terms: int) -> ColumnElement[float]:
         """m / (m + 1) for m of the message's words found in the fact: one word scores 0.5 on
         every backend, and no other user's facts weigh in (as a corpus-wide bm25 would)."""
+        one, zero = _number(1.0), _number(0.0)
         if not n_terms:
-            return literal(0.0, Float)
-        position = func.strpos if self.dialect == "postgresql" else func.instr
-        matched: Any = sum(
-            case((position(facts.c.search_text, bindparam(f"recall_t{i}", type_=String)) > 0, 1.0), else_=0.0)
-            for i in range(n_terms)
-        )
-        return matched / (matched + 1.0)
+            return zero
+        found = (case((self._contains(i), one), else_=zero) for i in range(n_terms))
+        matched = functools.reduce(operator.add, found)
+        # m / (m + 1) written with m once: SQLite binds the terms again at each use.
+        return one - one / (one + matched)
 
     def _recency(self) -> ColumnElement[float]:
         half_life = self.config.recency_half_life.total_seconds()
         if self.dialect == "postgresql":
             at = bindparam("recall_now", type_=DateTime(timezone=True))
-            age = func.greatest(extract("epoch", at - facts.c.updated_at), 0.0)
+            age = func.greatest(extract("epoch", at - facts.c.updated_at), _number(0.0))
         else:
             # SQLite keeps datetimes as text in this layout; julianday() reads it.
             at = bindparam("recall_now", type_=String)
-            age = func.max((func.julianday(at) - func.julianday(facts.c.updated_at)) * 86400.0, 0.0)
-        return 1.0 / (1.0 + age / half_life)
+            days = func.julianday(at) - func.julianday(facts.c.updated_at)
+            age = func.max(days * _number(86400.0), _number(0.0))
+        one = _number(1.0)
+        return one / (one + age / _number(half_life))
+
+
+def _number(value: float) -> ColumnElement[float]:
+    """``value`` written into the statement rather than bound: SQLAlchemy processes a bound
+    constant again on every execution (on SQLite at each of its uses), and the recall
+    statements have dozens of them."""
+    if not math.isfinite(value):
+        raise ConfigError(f"long_term.recall: {value!r} is not a finite number")
+    return literal_column(repr(float(value)), Float)
 
 
 def rank(
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
     *,
     k: int,
     query_embedding: Sequence[float] | None,
     weight: float,
     pinned_first: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[Mapping[str, Any]]:
     """Pinned facts first (all of them), then the top ``k`` others by score plus semantic
-    similarity; with ``pinned_first=False`` the top ``k`` of all rows."""
+    similarity; with ``pinned_first=False`` the top ``k`` of all rows. ``rows`` are not changed."""
     pinned = [row for row in rows if row["pinned"]] if pinned_first else []
-    others = [dict(row) for row in rows if not (pinned_first and row["pinned"])]
+    others = [row for row in rows if not (pinned_first and row["pinned"])]
     if query_embedding is not None:
-        for row in others:
-            similarity = max(cosine(query_embedding, row.get("embedding") or []), 0.0)
-            row["score"] = float(row["score"]) + weight * similarity
+        others = [{**row, "score": _boosted(row, query_embedding, weight)} for row in others]
     others.sort(key=lambda row: (-float(row["score"]), row["id"]))
     return pinned + others[:k]
+
+
+def _boosted(row: Mapping[str, Any], query_embedding: Sequence[float], weight: float) -> float:
+    """The row's score plus its semantic similarity to the query, weighted."""
+    return float(row["score"]) + weight * max(cosine(query_embedding, row["embedding"] or []), 0.0)
 
 
 def load_embeddings(path: str) -> Any:
@@ -233,7 +269,6 @@ def load_embeddings(path: str) -> Any:
     class or function called with no arguments to make one."""
     from langchain_core.embeddings import Embeddings
 
-    from memory_tiers.errors import ConfigError
     from memory_tiers.imports import import_object
 
     key = "long_term.recall.semantic.embeddings"

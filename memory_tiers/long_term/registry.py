@@ -234,11 +234,13 @@ class ThreadRegistry:
                 result = await conn.execute(stmt.values(**values))
         return bool(result.rowcount)
 
-    async def mark_pruned(self, thread_id: str, at: datetime) -> None:
-        """Record that retention pruned this thread's checkpoints as of ``at``."""
+    async def mark_pruned(self, thread_ids: Sequence[str], at: datetime) -> None:
+        """Record that retention pruned these threads' checkpoints as of ``at`` (one UPDATE)."""
+        if not thread_ids:
+            return
+        stmt = update(threads).where(threads.c.thread_id.in_(list(thread_ids))).values(pruned_at=at)
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
-                stmt = update(threads).where(threads.c.thread_id == thread_id).values(pruned_at=at)
                 await conn.execute(stmt)
 
     async def remove(self, user_id: str, thread_id: str) -> bool:

@@ -87,6 +87,17 @@ current_fact_key = Index(
     postgresql_where=facts.c.superseded_by.is_(None),
 )
 Index("ix_mt_facts_recall", facts.c.user_id, facts.c.superseded_by, facts.c.confidence)
+# A user's pinned current facts, newest first, recalled on every turn (migration 0006); most
+# users have none.
+_pinned_current = facts.c.pinned.is_(True) & facts.c.superseded_by.is_(None)
+Index(
+    "ix_mt_facts_pinned",
+    facts.c.user_id,
+    facts.c.updated_at.desc(),
+    facts.c.id,
+    sqlite_where=_pinned_current,
+    postgresql_where=_pinned_current,
+)
 
 # One row per time a fact was observed; the key makes replaying a turn a no-op.
 fact_observations = Table(

@@ -54,6 +54,7 @@ from memory_tiers.long_term.profile_migration import (
 from memory_tiers.long_term.recall import RecallQuery, fact_text, rank
 from memory_tiers.long_term.registry import ThreadRegistry
 from memory_tiers.long_term.schema import archives, profiles, threads
+from memory_tiers.observability import Telemetry, instrumented
 from memory_tiers.state.migrators import StateMigrator
 from memory_tiers.translate import translate_errors
 
@@ -76,6 +77,7 @@ class SaveOutcome:
     rejected: list[FactCandidate]
 
 
+@instrumented(TIER)
 class LongTermStore(FactAPI):
     """Owner-scoped access to the long-term tables.
 
@@ -85,6 +87,8 @@ class LongTermStore(FactAPI):
         embeddings: a LangChain ``Embeddings`` for semantic recall, or None.
         profile_migrator: the steps that bring profile documents to ``config.profile.version``;
             when None, the one ``long_term.profile.migrators`` / ``.model`` name.
+        telemetry: where its spans and counters go (a manager passes its own; the global
+            OpenTelemetry providers and counts of its own when None).
 
     Raises:
         ConfigError: the dialect is not supported, or a profile migration step is missing.
@@ -97,8 +101,10 @@ class LongTermStore(FactAPI):
         *,
         embeddings: Embeddings | None = None,
         profile_migrator: StateMigrator | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.engine = engine
+        self.telemetry = telemetry or Telemetry()
         self.config = config or LongTermConfig()
         self.embeddings = embeddings
         self.profile_migrator = profile_migrator_for(self.config.profile, profile_migrator)
@@ -125,11 +131,16 @@ class LongTermStore(FactAPI):
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, config: LongTermConfig, data_dir: Path, *, embeddings: Embeddings | None = None
+        cls,
+        config: LongTermConfig,
+        data_dir: Path,
+        *,
+        embeddings: Embeddings | None = None,
+        telemetry: Telemetry | None = None,
     ) -> AsyncIterator[LongTermStore]:
         """Create the engine, check the database answers, and dispose of it on exit."""
         engine = create_engine(config, data_dir)
-        store = cls(engine, config, embeddings=embeddings)
+        store = cls(engine, config, embeddings=embeddings, telemetry=telemetry)
         try:
             with translate_errors(TIER, mask_url(long_term_url(config, data_dir))):
                 async with engine.connect():
@@ -174,14 +185,14 @@ class LongTermStore(FactAPI):
             stored = StoredProfile(first["document"], first["version"], first["schema_version"])
         profile = await self._profile(user_id, stored)
         recalled = rank(
-            [dict(row) for row in rows if row["id"] is not None],
+            [row for row in rows if row["id"] is not None],
             k=self.config.recall.k,
             query_embedding=query_embedding,
             weight=self.config.recall.semantic.weight,
         )
         return LongTermContext(
             profile=profile,
-            facts=[Fact.model_validate(row) for row in recalled],
+            facts=[Fact.from_row(row) for row in recalled],
             thread_owner=first["thread_owner"],
         )
 
@@ -252,6 +263,7 @@ class LongTermStore(FactAPI):
                 profile_patch = self._profile_patch(accepted)
                 if profile_patch:
                     await self._patch_profile(conn, user_id, profile_patch, now)
+        self.telemetry.metrics.add("facts_written", len(ids))
         return SaveOutcome(fact_ids=ids, rejected=rejected)
 
     def _profile_patch(self, accepted: Sequence[Accepted]) -> dict[str, Any]:
@@ -445,9 +457,6 @@ class LongTermStore(FactAPI):
         with translate_errors(TIER, self.masked_url):
             async with self._autocommit.connect() as conn:
                 return (await conn.execute(stmt, params or {})).mappings().all()
-
-    async def _facts(self, stmt: Any) -> list[Fact]:
-        return [Fact.model_validate(dict(row)) for row in await self._rows(stmt)]
 
     async def thread_owner(self, thread_id: str) -> str | None:
         """The user a thread is registered to, or None."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,11 +26,12 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from memory_tiers.errors import OwnershipError
+from memory_tiers.observability import get_logger
 from memory_tiers.session.keys import SessionKeys
 from memory_tiers.session.records import SessionRecord, decode
 from memory_tiers.translate import translate_errors
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 TIER = "session"
 _PAGE = 100  # index entries fetched per ZRANGEBYSCORE

@@ -19,6 +19,7 @@ from redis.asyncio.client import Pipeline
 
 from memory_tiers.config import SessionConfig, mask_url
 from memory_tiers.errors import NotFoundError, OwnershipError
+from memory_tiers.observability import Telemetry, instrumented
 from memory_tiers.session import users
 from memory_tiers.session.expiry import ArchiveSession, SessionExpiry, SweepReport
 from memory_tiers.session.keys import SessionKeys
@@ -30,6 +31,7 @@ __all__ = ["SessionRecord", "SessionStore"]
 TIER = "session"
 
 
+@instrumented(TIER, skip=("run_sweeper",))
 class SessionStore:
     """Session context per (user, session), owner-checked on every access.
 
@@ -43,6 +45,8 @@ class SessionStore:
         archive: called with an expired session's record to archive its context; when given,
             every save keeps a shadow copy for it (see ``docs/sessions.md#expiry``).
         expiry_grace: how much longer the shadow copy lives than the session.
+        telemetry: where its spans and counters go (a manager passes its own; the global
+            OpenTelemetry providers and counts of its own when None).
     """
 
     def __init__(
@@ -55,8 +59,10 @@ class SessionStore:
         url: str = "redis",
         archive: ArchiveSession | None = None,
         expiry_grace: timedelta = timedelta(days=1),
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.client = client
+        self.telemetry = telemetry or Telemetry()
         self.keys = SessionKeys(key_prefix)
         self.ttl_seconds = max(1, int(ttl.total_seconds()))
         self.sliding = sliding
@@ -80,6 +86,7 @@ class SessionStore:
         *,
         archive: ArchiveSession | None = None,
         url: str = "redis",
+        telemetry: Telemetry | None = None,
     ) -> SessionStore:
         """A store on ``client`` with the settings of ``config``; ``archive`` is used only when
         ``config.archive_on_expiry`` is on."""
@@ -91,12 +98,17 @@ class SessionStore:
             url=url,
             archive=archive if config.archive_on_expiry else None,
             expiry_grace=config.expiry_grace,
+            telemetry=telemetry,
         )
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, config: SessionConfig, *, archive: ArchiveSession | None = None
+        cls,
+        config: SessionConfig,
+        *,
+        archive: ArchiveSession | None = None,
+        telemetry: Telemetry | None = None,
     ) -> AsyncIterator[SessionStore]:
         """Connect to ``config.url`` (``memory://`` is an in-process fakeredis) and check it."""
         url = config.url.get_secret_value()
@@ -113,7 +125,7 @@ class SessionStore:
                 socket_timeout=config.socket_timeout.total_seconds(),
                 health_check_interval=30,
             )
-        store = cls.from_config(client, config, archive=archive, url=url)
+        store = cls.from_config(client, config, archive=archive, url=url, telemetry=telemetry)
         try:
             with translate_errors(TIER, store.masked_url):
                 await client.ping()
@@ -160,6 +172,8 @@ class SessionStore:
         if owner is not None and owner != user_id:
             raise OwnershipError(f"session {session_id!r} belongs to another user")
         if raw is not None:
+            if self.sliding:
+                self.telemetry.metrics.add("ttl_refreshes")
             return decode(user_id, session_id, raw)
         if self.expiry is not None and rest[0]:  # expired, but its shadow is still there
             await self.expiry.archive_expired(user_id, session_id)

@@ -14,6 +14,12 @@ What matches (the same on both dialects):
 - ``None`` matches JSON null or a missing key (as `InMemoryStore`, which reads a missing key
   as ``None``); ``$ne`` matches everything ``$eq`` does not, missing keys included;
 - a dict or list matches a JSON value equal to it (key order does not matter).
+
+Compiling is two steps, so that a search builds its SQL once per filter shape: `parse_filter`
+checks a filter and splits it into its `FilterShape` (the paths, tests and operators, which
+decide the SQL) and its values (bound per call as ``:f0``, ``:f1``...); `build_terms` turns a
+shape into the WHERE terms, and its result can be cached and reused for any filter of that
+shape.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -50,7 +57,8 @@ MAX_PATH_LABELS = 16
 MAX_COMPARISONS = 64
 
 Compare = Callable[[Any, Any], Any]
-_RANGE: dict[str, Compare] = {
+_COMPARE: dict[str, Compare] = {
+    "$eq": operator.eq,
     "$gt": operator.gt,
     "$gte": operator.ge,
     "$lt": operator.lt,
@@ -58,6 +66,13 @@ _RANGE: dict[str, Compare] = {
 }
 Step = str | int  # an object key or an array index
 Path = tuple[Step, ...]
+Leaf = tuple[str, Path, str]
+"""One comparison: (test, path, operator); the tests are the methods of `_PostgresJson` and
+`_SqliteJson`. Each leaf with a value binds it as ``:f<n>``, n counting leaves over the shape."""
+Term = tuple[bool, tuple[Leaf, ...]]
+"""(negated, leaves AND-ed): one WHERE term; ``$ne`` negates the leaves of its ``$eq``."""
+FilterShape = tuple[Term, ...]
+_VALUELESS = frozenset({"missing_or_null", "is_null"})
 
 
 def parse_key(key: object) -> Path:
@@ -82,16 +97,12 @@ def parse_key(key: object) -> Path:
     return labels
 
 
-class _Budget:
-    """Bounds how many comparisons one filter may expand into."""
+@dataclass(frozen=True, slots=True)
+class ParsedFilter:
+    """A checked filter: its shape (which decides the SQL) and the values it binds."""
 
-    def __init__(self) -> None:
-        self.left = MAX_COMPARISONS
-
-    def spend(self) -> None:
-        self.left -= 1
-        if self.left < 0:
-            raise InvalidFilterError(f"the filter is too large: at most {MAX_COMPARISONS} comparisons")
+    shape: FilterShape
+    params: dict[str, Any]
 
 
 class _PostgresJson:
@@ -100,8 +111,6 @@ class _PostgresJson:
     A text operand never indexes an array, so ``"items.0"`` means the key ``"0"`` here just as
     it does in SQLite's ``$."items"."0"`` (``#>`` with a text[] path would also index arrays).
     """
-
-    structural_equality = True
 
     def __init__(self, column: ColumnElement[Any]) -> None:
         self.column = column
@@ -119,34 +128,25 @@ class _PostgresJson:
     def _type(self, path: Path) -> ColumnElement[Any]:
         return func.jsonb_typeof(self._node(path))
 
-    def missing_or_null(self, path: Path) -> ColumnElement[bool]:
+    def missing_or_null(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
         return or_(self._node(path).is_(None), self._type(path) == "null")
 
-    def is_bool(self, path: Path, value: bool) -> ColumnElement[bool]:
-        return and_(self._type(path) == "boolean", self._text(path) == ("true" if value else "false"))
-
-    def number(self, path: Path, compare: Compare, value: int | float) -> ColumnElement[bool]:
+    def number(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
         # CASE, because PostgreSQL does not promise to test the type before it casts.
-        number = bindparam(None, Decimal(repr(value)), type_=Numeric)
         return case(
-            (self._type(path) == "number", compare(cast(self._text(path), Numeric), number)), else_=false()
+            (self._type(path) == "number", compare(cast(self._text(path), Numeric), value)), else_=false()
         )
 
-    def string(self, path: Path, compare: Compare, value: str) -> ColumnElement[bool]:
+    def string(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
         text = self._text(path).collate("C")
-        return case(
-            (self._type(path) == "string", compare(text, bindparam(None, value, type_=Text))), else_=false()
-        )
+        return case((self._type(path) == "string", compare(text, value)), else_=false())
 
-    def equals_json(self, path: Path, value: Any) -> ColumnElement[bool]:
-        document = cast(bindparam(None, json.dumps(value, allow_nan=False), type_=Text), JSONB)
-        return func.coalesce(self._node(path) == document, false(), type_=Boolean)
+    def equals_json(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
+        return func.coalesce(self._node(path) == cast(value, JSONB), false(), type_=Boolean)
 
 
 class _SqliteJson:
     """Comparisons on ``json_type(value, path)`` and ``json_extract(value, path)``."""
-
-    structural_equality = False
 
     def __init__(self, column: ColumnElement[Any]) -> None:
         self.column = column
@@ -163,74 +163,134 @@ class _SqliteJson:
     def _extract(self, path: Path) -> ColumnElement[Any]:
         return func.json_extract(self.column, self._path(path))
 
-    def missing_or_null(self, path: Path) -> ColumnElement[bool]:
+    def missing_or_null(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
         return or_(self._type(path).is_(None), self._type(path) == "null")
 
-    def is_null(self, path: Path) -> ColumnElement[bool]:
+    def is_null(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
         return self._type(path) == "null"
 
-    def is_bool(self, path: Path, value: bool) -> ColumnElement[bool]:
-        return self._type(path) == ("true" if value else "false")
+    def is_bool(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
+        return self._type(path) == value
 
-    def number(self, path: Path, compare: Compare, value: int | float) -> ColumnElement[bool]:
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:
-            value = float(value)  # SQLite integers are 64-bit
-        return and_(
-            self._type(path).in_(["integer", "real"]), compare(self._extract(path), bindparam(None, value))
-        )
+    def number(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
+        return and_(self._type(path).in_(["integer", "real"]), compare(self._extract(path), value))
 
-    def string(self, path: Path, compare: Compare, value: str) -> ColumnElement[bool]:
-        return and_(
-            self._type(path) == "text", compare(self._extract(path), bindparam(None, value, type_=Text))
-        )
+    def string(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
+        return and_(self._type(path) == "text", compare(self._extract(path), value))
 
-    def object_of_size(self, path: Path, size: int) -> ColumnElement[bool]:
+    def object_of_size(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
         members = sql_select(func.count()).select_from(func.json_each(self.column, self._path(path)))
-        return and_(self._type(path) == "object", members.scalar_subquery() == size)
+        return and_(self._type(path) == "object", members.scalar_subquery() == value)
 
-    def array_of_size(self, path: Path, size: int) -> ColumnElement[bool]:
+    def array_of_size(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
         return and_(
-            self._type(path) == "array", func.json_array_length(self.column, self._path(path)) == size
+            self._type(path) == "array", func.json_array_length(self.column, self._path(path)) == value
         )
 
 
-Json = _PostgresJson | _SqliteJson
+# The type each test's value is bound as, per dialect (None: the column's or the value's).
+_BIND_TYPES: dict[str, dict[str, Any]] = {
+    "postgresql": {"number": Numeric, "string": Text, "equals_json": Text},
+    "sqlite": {"is_bool": Text, "string": Text},
+}
 
 
-def _check_number(value: float, where: str) -> None:
-    if not math.isfinite(value):
-        raise InvalidFilterError(f"filter on {where!r}: {value!r} is not a finite number")
+def build_terms(shape: FilterShape, column: ColumnElement[Any], dialect: str) -> list[ColumnElement[bool]]:
+    """The WHERE terms (to be AND-ed) for filters of ``shape``, values bound as ``:f<n>``."""
+    json_: _PostgresJson | _SqliteJson = (
+        _PostgresJson(column) if dialect == "postgresql" else _SqliteJson(column)
+    )
+    types = _BIND_TYPES[dialect]
+    terms: list[ColumnElement[bool]] = []
+    count = 0
+    for negated, leaves in shape:
+        parts = []
+        for test, path, op in leaves:
+            value = None if test in _VALUELESS else bindparam(f"f{count}", type_=types.get(test))
+            parts.append(getattr(json_, test)(path, _COMPARE[op], value))
+            count += 1
+        term = parts[0] if len(parts) == 1 else and_(*parts)
+        terms.append(not_(func.coalesce(term, false(), type_=Boolean)) if negated else term)
+    return terms
 
 
-def _equals(
-    json_: Json, path: Path, value: Any, budget: _Budget, where: str, *, top: bool
-) -> ColumnElement[bool]:
-    budget.spend()
-    if value is None:
-        if top:
-            return json_.missing_or_null(path)
-        # Inside a dict or list, null is a value of its own (the sizes are compared too).
-        assert isinstance(json_, _SqliteJson)
-        return json_.is_null(path)
-    if isinstance(value, bool):
-        return json_.is_bool(path, value)
-    if isinstance(value, int | float):
-        _check_number(value, where)
-        return json_.number(path, operator.eq, value)
-    if isinstance(value, str):
-        return json_.string(path, operator.eq, value)
-    if isinstance(value, Mapping | list | tuple):
-        _check_document(value, where, depth=0)
-        if isinstance(json_, _PostgresJson):
-            return json_.equals_json(path, value)
-        if isinstance(value, Mapping):
-            parts = [json_.object_of_size(path, len(value))]
-            parts += [_equals(json_, (*path, k), v, budget, where, top=False) for k, v in value.items()]
+class _Parser:
+    """One pass over a filter: checks it, and collects its leaves and their bound values."""
+
+    def __init__(self, dialect: str) -> None:
+        self.postgres = dialect == "postgresql"
+        self.budget = MAX_COMPARISONS
+        self.leaves: list[Leaf] = []
+        self.params: dict[str, Any] = {}
+
+    def spend(self) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            raise InvalidFilterError(f"the filter is too large: at most {MAX_COMPARISONS} comparisons")
+
+    def leaf(self, test: str, path: Path, op: str, value: Any = None) -> None:
+        if test not in _VALUELESS:
+            self.params[f"f{len(self.leaves)}"] = value
+        self.leaves.append((test, path, op))
+
+    def term(self, negated: bool, fill: Callable[..., None], *args: Any, **kwargs: Any) -> Term:
+        """The term of the leaves that ``fill(*args, **kwargs)`` adds."""
+        start = len(self.leaves)
+        fill(*args, **kwargs)
+        return negated, tuple(self.leaves[start:])
+
+    def number(self, path: Path, op: str, value: int | float, where: str) -> None:
+        if not math.isfinite(value):
+            raise InvalidFilterError(f"filter on {where!r}: {value!r} is not a finite number")
+        if self.postgres:
+            self.leaf("number", path, op, Decimal(repr(value)))
+        elif isinstance(value, int) and not -(2**63) <= value < 2**63:
+            self.leaf("number", path, op, float(value))  # SQLite integers are 64-bit
         else:
-            parts = [json_.array_of_size(path, len(value))]
-            parts += [_equals(json_, (*path, i), v, budget, where, top=False) for i, v in enumerate(value)]
-        return and_(*parts)
-    raise InvalidFilterError(f"filter on {where!r}: cannot compare with a {type(value).__name__}")
+            self.leaf("number", path, op, value)
+
+    def equals(self, path: Path, value: Any, where: str, *, top: bool) -> None:
+        self.spend()
+        if value is None:
+            # Inside a dict or list (SQLite), null is a value of its own: the sizes are compared too.
+            self.leaf("missing_or_null" if top else "is_null", path, "$eq")
+            return
+        if not isinstance(value, str | int | float | Mapping | list | tuple):
+            raise InvalidFilterError(f"filter on {where!r}: cannot compare with a {type(value).__name__}")
+        if top:
+            _check_document(value, where, depth=0)
+        if self.postgres:
+            # jsonb equality is this module's: numbers by value and only numbers, strings
+            # bytewise, booleans, documents structurally; one lookup, no cast, per row.
+            self.leaf("equals_json", path, "$eq", json.dumps(value, allow_nan=False))
+        elif isinstance(value, bool):
+            self.leaf("is_bool", path, "$eq", "true" if value else "false")
+        elif isinstance(value, int | float):
+            self.number(path, "$eq", value, where)
+        elif isinstance(value, str):
+            self.leaf("string", path, "$eq", value)
+        elif isinstance(value, Mapping):
+            self.leaf("object_of_size", path, "$eq", len(value))
+            for k, v in value.items():
+                self.equals((*path, k), v, where, top=False)
+        else:
+            self.leaf("array_of_size", path, "$eq", len(value))
+            for i, v in enumerate(value):
+                self.equals((*path, i), v, where, top=False)
+
+    def operator(self, path: Path, op: object, operand: Any, where: str) -> Term:
+        if op in ("$eq", "$ne"):
+            return self.term(op == "$ne", self.equals, path, operand, where, top=True)
+        if not (isinstance(op, str) and op in _COMPARE):
+            raise UnsupportedFilterOperatorError(op, where)
+        self.spend()
+        if isinstance(operand, int | float) and not isinstance(operand, bool):
+            return self.term(False, self.number, path, op, operand, where)
+        if isinstance(operand, str):
+            return self.term(False, self.leaf, "string", path, op, operand)
+        raise InvalidFilterError(
+            f"filter on {where!r}: {op} compares numbers or strings, got {type(operand).__name__}"
+        )
 
 
 def _check_document(value: Any, where: str, depth: int) -> None:
@@ -249,37 +309,14 @@ def _check_document(value: Any, where: str, depth: int) -> None:
         for item in value:
             _check_document(item, where, depth + 1)
     elif isinstance(value, float):
-        _check_number(value, where)
+        if not math.isfinite(value):
+            raise InvalidFilterError(f"filter on {where!r}: {value!r} is not a finite number")
     elif not (value is None or isinstance(value, str | int)):
         raise InvalidFilterError(f"filter on {where!r}: {type(value).__name__} is not a JSON value")
 
 
-def _operator(
-    json_: Json, path: Path, op: object, operand: Any, budget: _Budget, where: str
-) -> ColumnElement[bool]:
-    if op == "$eq":
-        return _equals(json_, path, operand, budget, where, top=True)
-    if op == "$ne":
-        equal = _equals(json_, path, operand, budget, where, top=True)
-        return not_(func.coalesce(equal, false(), type_=Boolean))
-    compare = _RANGE.get(op) if isinstance(op, str) else None
-    if compare is None:
-        raise UnsupportedFilterOperatorError(op, where)
-    budget.spend()
-    if isinstance(operand, int | float) and not isinstance(operand, bool):
-        _check_number(operand, where)
-        return json_.number(path, compare, operand)
-    if isinstance(operand, str):
-        return json_.string(path, compare, operand)
-    raise InvalidFilterError(
-        f"filter on {where!r}: {op} compares numbers or strings, got {type(operand).__name__}"
-    )
-
-
-def compile_filter(
-    filter: Mapping[str, Any] | None, column: ColumnElement[Any], dialect: str
-) -> list[ColumnElement[bool]]:
-    """The WHERE terms (to be AND-ed) for a search filter on ``column``.
+def parse_filter(filter: Mapping[str, Any] | None, dialect: str) -> ParsedFilter:
+    """Check a search filter and split it into its shape and its bound values.
 
     A dict value whose keys start with ``$`` is a set of operators; any other value is
     compared for equality, as in LangGraph's stores.
@@ -289,16 +326,15 @@ def compile_filter(
         UnsupportedFilterOperatorError: an operator is not one of the six supported.
     """
     if not filter:
-        return []
+        return ParsedFilter((), {})
     if not isinstance(filter, Mapping):
         raise InvalidFilterError(f"a filter is a dict, got {type(filter).__name__}")
-    json_: Json = _PostgresJson(column) if dialect == "postgresql" else _SqliteJson(column)
-    budget = _Budget()
-    terms: list[ColumnElement[bool]] = []
+    parser = _Parser(dialect)
+    terms: list[Term] = []
     for key, expected in filter.items():
         path = parse_key(key)
         if isinstance(expected, Mapping) and any(isinstance(k, str) and k.startswith("$") for k in expected):
-            terms += [_operator(json_, path, op, operand, budget, key) for op, operand in expected.items()]
+            terms += [parser.operator(path, op, operand, key) for op, operand in expected.items()]
         else:
-            terms.append(_equals(json_, path, expected, budget, key, top=True))
-    return terms
+            terms.append(parser.term(False, parser.equals, path, expected, key, top=True))
+    return ParsedFilter(tuple(terms), parser.params)

@@ -97,18 +97,31 @@ def _escape_glob(text: str) -> str:
     return text.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")
 
 
-def under_prefix(column: ColumnElement[str], prefix: tuple[str, ...], dialect: str) -> ColumnElement[bool]:
-    """``column`` is ``prefix`` or a namespace below it (whole labels, case-sensitive).
-
-    PostgreSQL's LIKE is case-sensitive; SQLite's is not for ASCII, so SQLite uses GLOB (as
-    LangGraph's SqliteStore does). Either way the labels are escaped and bound.
-    """
+def prefix_patterns(prefix: tuple[str, ...], dialect: str) -> tuple[str, str]:
+    """The two values `under_prefix_of` binds for ``prefix``: its text, and its descendants'
+    LIKE (PostgreSQL) or GLOB (SQLite) pattern, metacharacters escaped."""
     text = to_text(prefix)
     if dialect == "postgresql":
-        descendant = column.like(bindparam(None, _escape_like(text) + ".%"), escape="\\")
-    else:
-        descendant = column.op("GLOB")(bindparam(None, _escape_glob(text) + ".*"))
-    return or_(column == bindparam(None, text), descendant)
+        return text, _escape_like(text) + ".%"
+    return text, _escape_glob(text) + ".*"
+
+
+def under_prefix_of(
+    column: ColumnElement[str], text: ColumnElement[str], pattern: ColumnElement[str], dialect: str
+) -> ColumnElement[bool]:
+    """``column`` is the prefix ``text`` or below it, given the `prefix_patterns` as parameters.
+
+    PostgreSQL's LIKE is case-sensitive; SQLite's is not for ASCII, so SQLite uses GLOB (as
+    LangGraph's SqliteStore does).
+    """
+    postgres = dialect == "postgresql"
+    return or_(column == text, column.like(pattern, escape="\\") if postgres else column.op("GLOB")(pattern))
+
+
+def under_prefix(column: ColumnElement[str], prefix: tuple[str, ...], dialect: str) -> ColumnElement[bool]:
+    """``column`` is ``prefix`` or a namespace below it (whole labels, case-sensitive, bound)."""
+    text, pattern = prefix_patterns(prefix, dialect)
+    return under_prefix_of(column, bindparam(None, text), bindparam(None, pattern), dialect)
 
 
 def literal_head(path: tuple[str, ...]) -> tuple[str, ...]:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config
@@ -33,7 +32,7 @@ from langgraph.store.base import (
     Result,
     SearchOp,
 )
-from sqlalchemy import ColumnElement, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy import Select, bindparam, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
@@ -44,25 +43,22 @@ from memory_tiers.context import read_id, resolve_ids
 from memory_tiers.errors import BackendError, ConfigError, UsageError
 from memory_tiers.ids import validate_id
 from memory_tiers.long_term.schema import store_items as items
+from memory_tiers.observability import get_logger
 from memory_tiers.store import items as checks
 from memory_tiers.store import namespaces
 from memory_tiers.store.errors import StoreArgumentError, raising_our_namespace_error
-from memory_tiers.store.filters import compile_filter
+from memory_tiers.store.filters import ParsedFilter, parse_filter
+from memory_tiers.store.statements import StoreStatements, scope
 from memory_tiers.translate import translate_errors
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from memory_tiers.store.asyncpg_reads import AsyncpgReads
+
+logger = get_logger(__name__)
 
 TIER = "long_term"
-_GET_CHUNK = 500  # (namespace, key) pairs per SELECT: two bind parameters each
-_COLUMNS = (
-    items.c.namespace,
-    items.c.key,
-    items.c.value,
-    items.c.created_at,
-    items.c.updated_at,
-    items.c.ttl_minutes,
-)
 Pair = tuple[str, str]  # (namespace text, key)
+Rows = Callable[[Select[Any], dict[str, Any]], Awaitable[Iterable[Any]]]  # runs one SELECT
 
 
 def _utc_now() -> datetime:
@@ -75,9 +71,7 @@ class _Batch:
 
     size: int
     gets: list[tuple[int, Pair, bool]] = field(default_factory=list)
-    searches: list[tuple[int, tuple[str, ...], list[ColumnElement[bool]], int, int, bool]] = field(
-        default_factory=list
-    )
+    searches: list[tuple[int, tuple[str, ...], ParsedFilter, int, int, bool]] = field(default_factory=list)
     listings: list[tuple[int, list[MatchCondition], int | None, int, int]] = field(default_factory=list)
     # The last write per item wins; None deletes. (value, ttl minutes) otherwise.
     writes: dict[Pair, tuple[dict[str, Any], float | None] | None] = field(default_factory=dict)
@@ -138,6 +132,12 @@ class SqlStore(BaseStore):
         self._masked_url = mask_url(engine.url.render_as_string(hide_password=False))
         # Reads skip BEGIN/ROLLBACK round trips; writes get a transaction of their own.
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sql = StoreStatements(self.dialect)  # shared by the `for_user` copies
+        self._driver: AsyncpgReads | None = None
+        if self.dialect == "postgresql" and engine.dialect.driver == "asyncpg":
+            from memory_tiers.store.asyncpg_reads import AsyncpgReads  # the postgres extra
+
+            self._driver = AsyncpgReads(engine)
 
     def _now(self) -> datetime:
         # In UTC, always: SQLite keeps the wall time without the offset, and compares text.
@@ -247,10 +247,10 @@ class SqlStore(BaseStore):
             elif isinstance(op, SearchOp):
                 prefix = namespaces.validate_namespace(op.namespace_prefix)
                 limit, offset = checks.check_page(op.limit, op.offset)
-                terms = compile_filter(op.filter, items.c.value, self.dialect)
+                parsed = parse_filter(op.filter, self.dialect)
                 # A query asks for semantic ranking, which needs an index: like LangGraph's SQL
                 # stores without one, it is ignored and the filters alone decide.
-                plan.searches.append((index, prefix, terms, limit, offset, bool(op.refresh_ttl)))
+                plan.searches.append((index, prefix, parsed, limit, offset, bool(op.refresh_ttl)))
             elif isinstance(op, ListNamespacesOp):
                 conditions = namespaces.validate_match_conditions(op.match_conditions)
                 limit, offset = checks.check_page(op.limit, op.offset)
@@ -273,13 +273,10 @@ class SqlStore(BaseStore):
         if not plan.size:
             return plan.results
         now = self._now()
-        live = [items.c.user_id == user_id, or_(items.c.expires_at.is_(None), items.c.expires_at > now)]
+        live = scope(user_id, now)
         with translate_errors(TIER, self._masked_url):
             if plan.gets or plan.searches or plan.listings:
-                async with self._reader.connect() as conn:
-                    await self._read_gets(conn, live, plan)
-                    await self._read_searches(conn, live, plan)
-                    await self._read_listings(conn, live, plan)
+                await self._read(live, plan)
             for pair in plan.writes:
                 plan.refresh.pop(pair, None)  # its write sets a new expiry anyway
             if plan.writes or plan.refresh:
@@ -287,57 +284,63 @@ class SqlStore(BaseStore):
                     await self._write(conn, user_id, now, plan)
         return plan.results
 
-    async def _read_gets(self, conn: AsyncConnection, live: list[ColumnElement[bool]], plan: _Batch) -> None:
-        pairs = list(dict.fromkeys(pair for _, pair, _ in plan.gets))
-        rows: dict[Pair, Any] = {}
-        for start in range(0, len(pairs), _GET_CHUNK):
-            chunk = pairs[start : start + _GET_CHUNK]
-            stmt = select(*_COLUMNS).where(*live, tuple_(items.c.namespace, items.c.key).in_(chunk))
-            rows.update(((row.namespace, row.key), row) for row in await conn.execute(stmt))
-        for index, pair, refresh_ttl in plan.gets:
-            found = rows.get(pair)
-            if found is not None:
-                plan.results[index] = checks.to_item(found)
-                if refresh_ttl and found.ttl_minutes is not None:
-                    plan.refresh[pair] = found.ttl_minutes
+    async def _read(self, live: dict[str, Any], plan: _Batch) -> None:
+        """The batch's reads: a lone get or search straight on asyncpg, else on one connection."""
+        if self._driver is not None and len(plan.gets) + len(plan.searches) == 1 and not plan.listings:
+            await self._read_with(self._driver.rows, live, plan)  # `aget`, `asearch`
+            return
+        async with self._reader.connect() as conn:
 
-    async def _read_searches(
-        self, conn: AsyncConnection, live: list[ColumnElement[bool]], plan: _Batch
-    ) -> None:
-        namespace, key = items.c.namespace, items.c.key
-        if self.dialect == "postgresql":  # ties break bytewise on both dialects
-            namespace, key = namespace.collate("C"), key.collate("C")  # type: ignore[assignment]
-        for index, prefix, terms, limit, offset, refresh_ttl in plan.searches:
-            scope = [namespaces.under_prefix(items.c.namespace, prefix, self.dialect)] if prefix else []
-            # Most recently updated first, as LangGraph's PostgreSQL and SQLite stores order.
-            stmt = (
-                select(*_COLUMNS)
-                .where(*live, *scope, *terms)
-                .order_by(items.c.updated_at.desc(), namespace, key)
-                .limit(limit)
-                .offset(offset)
+            async def rows(stmt: Select[Any], params: dict[str, Any]) -> Iterable[Any]:
+                return await conn.execute(stmt, params)
+
+            await self._read_with(rows, live, plan)
+
+    async def _read_with(self, rows: Rows, live: dict[str, Any], plan: _Batch) -> None:
+        if plan.gets:
+            await self._read_gets(rows, live, plan)
+        if plan.searches:
+            await self._read_searches(rows, live, plan)
+        if plan.listings:
+            await self._read_listings(rows, live, plan)
+
+    async def _read_gets(self, rows: Rows, live: dict[str, Any], plan: _Batch) -> None:
+        pairs = list(dict.fromkeys(pair for _, pair, _ in plan.gets))
+        found: dict[Pair, Any] = {}
+        for stmt, params in self._sql.gets(pairs):
+            found.update(((row.namespace, row.key), row) for row in await rows(stmt, params | live))
+        for index, pair, refresh_ttl in plan.gets:
+            row = found.get(pair)
+            if row is not None:
+                plan.results[index] = checks.to_item(row)
+                if refresh_ttl and row.ttl_minutes is not None:
+                    plan.refresh[pair] = row.ttl_minutes
+
+    async def _read_searches(self, rows: Rows, live: dict[str, Any], plan: _Batch) -> None:
+        for index, prefix, parsed, limit, offset, refresh_ttl in plan.searches:
+            stmt = self._sql.search(bool(prefix), parsed.shape)
+            page = list(
+                await rows(stmt, {**live, **self._sql.search_params(prefix, limit, offset), **parsed.params})
             )
-            rows = (await conn.execute(stmt)).all()
-            plan.results[index] = [checks.to_search_item(row) for row in rows]
+            plan.results[index] = [checks.to_search_item(row) for row in page]
             if refresh_ttl:
                 plan.refresh.update(
-                    ((row.namespace, row.key), row.ttl_minutes) for row in rows if row.ttl_minutes is not None
+                    ((row.namespace, row.key), row.ttl_minutes) for row in page if row.ttl_minutes is not None
                 )
 
-    async def _read_listings(
-        self, conn: AsyncConnection, live: list[ColumnElement[bool]], plan: _Batch
-    ) -> None:
-        column = items.c.namespace
+    async def _read_listings(self, rows: Rows, live: dict[str, Any], plan: _Batch) -> None:
+        column, where = items.c.namespace, self._sql.live
         for index, conditions, max_depth, limit, offset in plan.listings:
             if self.dialect == "postgresql":
-                stmt = namespaces.pg_listing(column, live, conditions, max_depth, limit, offset)
-                plan.results[index] = [tuple(labels) for labels in (await conn.execute(stmt)).scalars()]
+                stmt = namespaces.pg_listing(column, where, conditions, max_depth, limit, offset)
+                plan.results[index] = [tuple(row[0]) for row in await rows(stmt, live)]
             else:
-                stored = (
-                    await conn.execute(namespaces.sqlite_candidates(column, live, conditions))
-                ).scalars()
+                candidates = (
+                    row[0]
+                    for row in await rows(namespaces.sqlite_candidates(column, where, conditions), live)
+                )
                 plan.results[index] = namespaces.select_namespaces(
-                    stored, conditions, max_depth, limit, offset
+                    candidates, conditions, max_depth, limit, offset
                 )
 
     async def _write(self, conn: AsyncConnection, user_id: str, now: datetime, plan: _Batch) -> None:

@@ -8,7 +8,6 @@ structured output (text and topics) when the model supports it, its plain text o
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,9 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.runnables import Runnable
 
-logger = logging.getLogger(__name__)
+from memory_tiers.observability import get_logger
+
+logger = get_logger(__name__)
 
 DEFAULT_PROMPT = """\
 You summarize a finished conversation between a user and an assistant, for the user's

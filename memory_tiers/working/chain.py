@@ -11,6 +11,10 @@ the same on every checkpointer. Two things make a checkpoint depend on its ances
 * Checkpoints older than format 4 keep their pending sends in the parent's writes.
 
 Pending interrupts and resumes are writes of the checkpoint itself, so they go where it goes.
+
+Planning a prune needs none of a checkpoint's values: `plan_prune` reads `CheckpointInfo`
+records, which each backend's reader (`memory_tiers.working.pruning`) builds from what it
+stores without deserializing channel values or pending writes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,58 @@ DELTA_COUNTERS = "counters_since_delta_snapshot"
 SENDS_IN_CHECKPOINT = 4  # checkpoint format from which pending sends live in the checkpoint
 
 Chain = dict[str, CheckpointTuple]  # checkpoint id -> tuple, one namespace of one thread
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo:
+    """What planning a prune needs of one checkpoint: no channel values, no pending writes.
+
+    Attributes:
+        id: the checkpoint id.
+        parent: the parent's id, or None for the first checkpoint.
+        format: the checkpoint format version (``checkpoint["v"]``).
+        channel_versions: channel -> version, as stored.
+        delta_channels: the delta channels of its metadata (``counters_since_delta_snapshot``).
+        holds: channels holding a value (a snapshot) at this checkpoint; readers may list only
+            the thread's delta channels, the only ones asked about.
+        inline: channels whose value at their version is stored inside the checkpoint, so no
+            blob of theirs at that version exists (PostgreSQL; empty where unknown).
+    """
+
+    id: str
+    parent: str | None
+    format: int
+    channel_versions: Mapping[str, Any]
+    delta_channels: frozenset[str]
+    holds: frozenset[str]
+    inline: frozenset[str] = frozenset()
+
+
+InfoChain = Mapping[str, CheckpointInfo]  # checkpoint id -> info, one namespace of one thread
+
+
+def delta_channels(metadata: Mapping[str, Any] | None) -> frozenset[str]:
+    """The delta channels a checkpoint's metadata names."""
+    counters = (metadata or {}).get(DELTA_COUNTERS) or {}
+    return frozenset(counters) if isinstance(counters, Mapping) else frozenset()
+
+
+def checkpoint_info(tup: CheckpointTuple) -> CheckpointInfo:
+    """The planning record of a full checkpoint tuple (for savers with no cheaper reader)."""
+    return CheckpointInfo(
+        id=checkpoint_id(tup),
+        parent=parent_id(tup),
+        format=int(tup.checkpoint.get("v", SENDS_IN_CHECKPOINT)),
+        channel_versions=dict(tup.checkpoint["channel_versions"]),
+        delta_channels=delta_channels(tup.metadata),
+        holds=frozenset(tup.checkpoint["channel_values"]),
+    )
+
+
+def is_saver(saver: BaseCheckpointSaver[Any], class_name: str) -> bool:
+    """Whether ``saver`` is (a subclass of) the LangGraph saver named ``class_name``; by name, so
+    optional backends are not imported to ask."""
+    return any(cls.__name__ == class_name for cls in type(saver).__mro__)
 
 
 def checkpoint_id(tup: CheckpointTuple) -> str:
@@ -62,7 +118,7 @@ async def load_thread(saver: BaseCheckpointSaver[Any], thread_id: str) -> dict[s
 def _filters_lists_exactly(saver: BaseCheckpointSaver[Any]) -> bool:
     # AsyncRedisSaver's ``alist`` ignores ``before`` unless the id is a ULID (LangGraph's are
     # UUIDs) and takes namespace "" to mean every namespace.
-    return not any(cls.__name__ == "AsyncRedisSaver" for cls in type(saver).__mro__)
+    return not is_saver(saver, "AsyncRedisSaver")
 
 
 async def root_history(
@@ -92,12 +148,7 @@ async def root_history(
             await close()
 
 
-def _unseeded_delta_channels(tup: CheckpointTuple) -> set[str]:
-    counters = (tup.metadata or {}).get(DELTA_COUNTERS) or {}
-    return {channel for channel in counters if channel not in tup.checkpoint["channel_values"]}
-
-
-def with_dependencies(chain: Chain, keep: Iterable[str]) -> set[str]:
+def with_dependencies(chain: InfoChain, keep: Iterable[str]) -> set[str]:
     """``keep`` plus every ancestor a kept checkpoint needs to load with the same state.
 
     For each delta channel a kept checkpoint does not hold a snapshot of, its ancestors are
@@ -111,17 +162,16 @@ def with_dependencies(chain: Chain, keep: Iterable[str]) -> set[str]:
         if cid in kept:
             continue
         kept.add(cid)
-        tup = chain[cid]
-        old_format = int(tup.checkpoint.get("v", SENDS_IN_CHECKPOINT)) < SENDS_IN_CHECKPOINT
-        if old_format and (parent := parent_id(tup)) is not None and parent in chain:
-            todo.append(parent)
-        missing = _unseeded_delta_channels(tup)
-        cursor = parent_id(tup)
-        while missing and cursor in chain:
-            ancestor = chain[cursor]  # type: ignore[index]
-            todo.append(cursor)  # type: ignore[arg-type]
-            missing -= set(ancestor.checkpoint["channel_values"])
-            cursor = parent_id(ancestor)
+        info = chain[cid]
+        if info.format < SENDS_IN_CHECKPOINT and info.parent is not None and info.parent in chain:
+            todo.append(info.parent)
+        missing = set(info.delta_channels - info.holds)
+        cursor = info.parent
+        while missing and cursor is not None and cursor in chain:
+            ancestor = chain[cursor]
+            todo.append(cursor)
+            missing -= ancestor.holds
+            cursor = ancestor.parent
     return kept
 
 
@@ -140,7 +190,7 @@ class PrunePlan:
         return sum(len(ids) for ids in self.delete.values())
 
 
-def plan_prune(by_ns: Mapping[str, Chain], keep_last: int) -> PrunePlan:
+def plan_prune(by_ns: Mapping[str, InfoChain], keep_last: int) -> PrunePlan:
     """Keep the newest ``keep_last`` checkpoints of each namespace and what they depend on."""
     plan = PrunePlan()
     for ns, chain in by_ns.items():
@@ -152,17 +202,18 @@ def plan_prune(by_ns: Mapping[str, Chain], keep_last: int) -> PrunePlan:
         if not doomed:
             continue
         plan.delete[ns] = doomed
-        referenced = {
-            (channel, str(version))
-            for cid in kept
-            for channel, version in chain[cid].checkpoint["channel_versions"].items()
-        }
-        plan.freed_blobs[ns] = {
-            (channel, str(version))
-            for cid in doomed
-            for channel, version in chain[cid].checkpoint["channel_versions"].items()
-        } - referenced
+        referenced = _blobs(chain, kept, with_inline=True)
+        plan.freed_blobs[ns] = _blobs(chain, doomed, with_inline=False) - referenced
     return plan
+
+
+def _blobs(chain: InfoChain, ids: Iterable[str], *, with_inline: bool) -> set[tuple[str, str]]:
+    return {
+        (channel, str(version))
+        for cid in ids
+        for channel, version in chain[cid].channel_versions.items()
+        if with_inline or channel not in chain[cid].inline
+    }
 
 
 def ancestors(chain: Chain, head: str) -> list[CheckpointTuple]:

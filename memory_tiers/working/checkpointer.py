@@ -1,8 +1,9 @@
 """The working tier: a LangGraph checkpointer per configured backend.
 
 Each backend is LangGraph's own saver; this module only opens its connections the way
-production needs them (SQLite in WAL with a busy timeout, a health-checked PostgreSQL pool)
-and closes them again.
+production needs them (SQLite in WAL with a busy timeout, a health-checked PostgreSQL pool),
+gives the saver the strict serializer of memory_tiers/working/serde.py (no pickle, an explicit
+allowlist) and closes them again.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from memory_tiers.config import WorkingConfig, mask_url
 from memory_tiers.errors import BackendError, BackendUnavailableError, MissingDependencyError
 from memory_tiers.translate import translate_errors
+from memory_tiers.working.serde import StrictSerializer, allowlist, strict_redis_serde, strict_serde
 
 TIER = "working"
 
@@ -54,16 +57,17 @@ async def open_checkpointer(
     config: WorkingConfig, data_dir: Path, *, setup: bool
 ) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """Open the configured checkpointer; with ``setup`` also create or migrate its tables."""
+    types = allowlist(config.serde.allowed_modules)
     async with AsyncExitStack() as stack:
         if config.backend == "memory":
-            yield InMemorySaver()
+            yield InMemorySaver(serde=strict_serde(types))
             return
         if config.backend == "sqlite":
-            saver = await stack.enter_async_context(_open_sqlite(config, data_dir))
+            saver = await stack.enter_async_context(_open_sqlite(config, data_dir, strict_serde(types)))
         elif config.backend == "postgres":
-            saver = await stack.enter_async_context(_open_postgres(config))
+            saver = await stack.enter_async_context(_open_postgres(config, strict_serde(types)))
         else:
-            saver = await stack.enter_async_context(_open_redis(config))
+            saver = await stack.enter_async_context(_open_redis(config, strict_redis_serde(types)))
         if setup:
             await setup_checkpointer(saver, config)
         yield saver
@@ -93,7 +97,9 @@ def _is_missing_redis_modules(exc: Exception) -> bool:
 
 
 @asynccontextmanager
-async def _open_sqlite(config: WorkingConfig, data_dir: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+async def _open_sqlite(
+    config: WorkingConfig, data_dir: Path, serde: StrictSerializer
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -104,13 +110,17 @@ async def _open_sqlite(config: WorkingConfig, data_dir: Path) -> AsyncIterator[B
     try:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute(f"PRAGMA busy_timeout={int(config.busy_timeout.total_seconds() * 1000):d}")
-        yield AsyncSqliteSaver(conn)
+        saver = AsyncSqliteSaver(conn, serde=serde)
+        saver.jsonplus_serde = serde  # unused upstream today; never a permissive one
+        yield saver
     finally:
         await conn.close()
 
 
 @asynccontextmanager
-async def _open_postgres(config: WorkingConfig) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+async def _open_postgres(
+    config: WorkingConfig, serde: SerializerProtocol
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     aio = _import_backend("postgres")
     from psycopg.rows import dict_row
     from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -140,13 +150,15 @@ async def _open_postgres(config: WorkingConfig) -> AsyncIterator[BaseCheckpointS
         await pool.close()
         raise BackendUnavailableError(TIER, mask_url(url), f"no connection within {timeout:g}s") from exc
     try:
-        yield aio.AsyncPostgresSaver(pool)
+        yield aio.AsyncPostgresSaver(pool, serde=serde)
     finally:
         await pool.close()
 
 
 @asynccontextmanager
-async def _open_redis(config: WorkingConfig) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+async def _open_redis(
+    config: WorkingConfig, serde: SerializerProtocol
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     aio = _import_backend("redis")
     import redis.asyncio as aioredis
 
@@ -158,6 +170,8 @@ async def _open_redis(config: WorkingConfig) -> AsyncIterator[BaseCheckpointSave
     try:
         with translate_errors(TIER, mask_url(url)):
             await client.ping()
-        yield aio.AsyncRedisSaver(redis_client=client)
+        saver = aio.AsyncRedisSaver(redis_client=client)
+        saver.serde = serde  # AsyncRedisSaver takes no serde argument
+        yield saver
     finally:
         await client.aclose()

@@ -1,81 +1,312 @@
-"""Removing chosen checkpoints from each LangGraph checkpointer: the only backend-specific part
-of retention. What to remove is decided once, in `memory_tiers.working.chain.plan_prune`;
-each pruner here only deletes.
+"""The backend-specific part of retention: reading threads' checkpoint chains cheaply, and
+removing chosen checkpoints, on each LangGraph checkpointer. What to remove is decided once,
+in `memory_tiers.working.chain.plan_prune`; the readers here only read what it needs (ids,
+parents, formats, channel versions, which delta channels hold a value) and the pruners only
+delete.
+
+Both work on a batch of threads: on PostgreSQL one query reads a batch's chains and one
+transaction prunes it; on SQLite likewise; on memory and Redis thread by thread.
 
 LangGraph's savers offer no "delete these checkpoints" call (their ``prune`` keeps the latest
-one only, and refuses or breaks threads that use delta channels), so the pruners write to the
-savers' own tables and dictionaries, the layout of the package versions this project pins.
+one only, and refuses or breaks threads that use delta channels), so the readers and pruners
+use the savers' own tables and dictionaries, the layout of the package versions this project
+pins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 from memory_tiers.errors import UsageError
-from memory_tiers.working.chain import PrunePlan
+from memory_tiers.translate import translate_errors
+from memory_tiers.working.chain import (
+    SENDS_IN_CHECKPOINT,
+    CheckpointInfo,
+    PrunePlan,
+    checkpoint_info,
+    delta_channels,
+    is_saver,
+    load_thread,
+)
 
-Pruner = Callable[[BaseCheckpointSaver[Any], str, PrunePlan], Awaitable[int]]
+TIER = "working"
+
+ThreadChains = dict[str, dict[str, dict[str, CheckpointInfo]]]  # thread -> namespace -> id -> info
+Reader = Callable[[BaseCheckpointSaver[Any], Sequence[str]], Awaitable[ThreadChains]]
+Pruner = Callable[[BaseCheckpointSaver[Any], Mapping[str, PrunePlan]], Awaitable[int]]
 _REDIS_MAX_WRITES = 10_000  # writes of one checkpoint fetched per query (one task writes a few)
 
 
-async def _prune_memory(saver: InMemorySaver, thread_id: str, plan: PrunePlan) -> int:
-    for ns, ids in plan.delete.items():
-        stored = saver.storage.get(thread_id, {}).get(ns, {})
-        for cid in ids:
-            stored.pop(cid, None)
-            saver.writes.pop((thread_id, ns, cid), None)
-        for channel, version in plan.freed_blobs.get(ns, ()):
-            for key in [k for k in saver.blobs if k[:3] == (thread_id, ns, channel) and str(k[3]) == version]:
+@dataclass(frozen=True)
+class _Backend:
+    read: Reader
+    prune: Pruner
+
+
+def _chains(thread_ids: Sequence[str]) -> ThreadChains:
+    return {thread_id: {} for thread_id in thread_ids}
+
+
+def _info(
+    cid: str, parent: str | None, checkpoint: Mapping[str, Any], metadata: Any, holds: set[str]
+) -> CheckpointInfo:
+    return CheckpointInfo(
+        id=cid,
+        parent=parent or None,
+        format=int(checkpoint.get("v") or SENDS_IN_CHECKPOINT),
+        channel_versions=dict(checkpoint.get("channel_versions") or {}),
+        delta_channels=delta_channels(metadata),
+        holds=frozenset(holds),
+    )
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+async def _read_memory(saver: InMemorySaver, thread_ids: Sequence[str]) -> ThreadChains:
+    # Checkpoints are stored without their values; a channel has a value when its blob at the
+    # checkpoint's version is not the "empty" marker.
+    chains = _chains(thread_ids)
+    for thread_id in thread_ids:
+        for ns, stored in saver.storage.get(thread_id, {}).items():
+            chain = chains[thread_id].setdefault(ns, {})
+            for cid, (checkpoint_b, metadata_b, parent) in stored.items():
+                checkpoint = saver.serde.loads_typed(checkpoint_b)
+                holds = {
+                    channel
+                    for channel, version in checkpoint["channel_versions"].items()
+                    if saver.blobs.get((thread_id, ns, channel, version), ("empty",))[0] != "empty"
+                }
+                chain[cid] = _info(cid, parent, checkpoint, saver.serde.loads_typed(metadata_b), holds)
+    return chains
+
+
+async def _prune_memory(saver: InMemorySaver, plans: Mapping[str, PrunePlan]) -> int:
+    for thread_id, plan in plans.items():
+        for ns, ids in plan.delete.items():
+            stored = saver.storage.get(thread_id, {}).get(ns, {})
+            for cid in ids:
+                stored.pop(cid, None)
+                saver.writes.pop((thread_id, ns, cid), None)
+            freed = plan.freed_blobs.get(ns, set())
+            for key in [k for k in saver.blobs if k[:2] == (thread_id, ns) and (k[2], str(k[3])) in freed]:
                 del saver.blobs[key]
-    return plan.checkpoints
+    return sum(plan.checkpoints for plan in plans.values())
 
 
-async def _prune_sqlite(saver: Any, thread_id: str, plan: PrunePlan) -> int:
-    rows = [(thread_id, ns, cid) for ns, ids in plan.delete.items() for cid in sorted(ids)]
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+def _skip_ext(code: int, data: bytes) -> None:
+    return None
+
+
+def _load_skipping_values(saver: Any, kind: str, data: bytes) -> Any:
+    """A stored checkpoint with its channel values' objects left undecoded: LangGraph's msgpack
+    encodes every object (messages, snapshots ...) as an extension, skipped here unread."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    if kind == "msgpack" and isinstance(saver.serde, JsonPlusSerializer):
+        import ormsgpack
+
+        return ormsgpack.unpackb(data, ext_hook=_skip_ext, option=ormsgpack.OPT_NON_STR_KEYS)
+    return saver.serde.loads_typed((kind, data))
+
+
+async def _read_sqlite(saver: Any, thread_ids: Sequence[str]) -> ThreadChains:
+    # AsyncSqliteSaver keeps values inside the checkpoint: it is read, but not its pending
+    # writes (a query per checkpoint in ``alist``) nor its objects.
+    chains = _chains(thread_ids)
+    async with saver.lock, saver.conn.cursor() as cur:
+        await cur.execute(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, "
+            "metadata FROM checkpoints WHERE thread_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(thread_ids)),),
+        )
+        rows = await cur.fetchall()
+    for thread_id, ns, cid, parent, kind, data, metadata in rows:
+        checkpoint = _load_skipping_values(saver, kind, data)
+        holds = set(checkpoint.get("channel_values") or ())
+        meta = json.loads(metadata) if metadata is not None else {}
+        chains[thread_id].setdefault(ns, {})[cid] = _info(cid, parent, checkpoint, meta, holds)
+    return chains
+
+
+async def _prune_sqlite(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
+    rows = [
+        (thread_id, ns, cid)
+        for thread_id, plan in plans.items()
+        for ns, ids in plan.delete.items()
+        for cid in sorted(ids)
+    ]
     where = "thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
     async with saver.lock:
-        # One transaction: a crash leaves the thread as it was or pruned, never half.
+        # One transaction: a crash leaves the batch as it was or pruned, never half.
         await saver.conn.executemany(f"DELETE FROM writes WHERE {where}", rows)
         await saver.conn.executemany(f"DELETE FROM checkpoints WHERE {where}", rows)
         await saver.conn.commit()
-    return plan.checkpoints
+    return len(rows)
 
 
-async def _prune_postgres(saver: Any, thread_id: str, plan: PrunePlan) -> int:
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+# Per checkpoint, what the saver stores of it in ``checkpoints``: primitive values inline in the
+# JSONB (so they have no blob), a delta snapshot as an inline ``true`` with a blob behind it,
+# other values as rows of checkpoint_blobs.
+_PG_CHAINS = f"""
+SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+    coalesce((checkpoint ->> 'v')::int, {SENDS_IN_CHECKPOINT}) AS v,
+    checkpoint -> 'channel_versions' AS channel_versions,
+    ARRAY(SELECT key FROM jsonb_each(CASE WHEN jsonb_typeof(checkpoint -> 'channel_values') = 'object'
+        THEN checkpoint -> 'channel_values' END)) AS present,
+    ARRAY(SELECT key FROM jsonb_each(CASE WHEN jsonb_typeof(checkpoint -> 'channel_values') = 'object'
+        THEN checkpoint -> 'channel_values' END) WHERE value <> 'true'::jsonb) AS inline,
+    ARRAY(SELECT jsonb_object_keys(CASE WHEN jsonb_typeof(metadata -> 'counters_since_delta_snapshot')
+        = 'object' THEN metadata -> 'counters_since_delta_snapshot' END)) AS deltas
+FROM checkpoints WHERE thread_id = ANY(%s)
+"""
+# The blobs of the delta channels that hold a value: a channel holds one at a checkpoint when
+# its blob at the checkpoint's version is not the "empty" marker (as the saver loads it).
+_PG_DELTA_BLOBS = """
+SELECT thread_id, checkpoint_ns, channel, version FROM checkpoint_blobs
+WHERE thread_id = ANY(%s) AND channel = ANY(%s) AND type <> 'empty'
+"""
+# One statement for a batch: its checkpoints, their writes and the blobs only they used, each
+# key once. The thread filter keeps every scan to the batch's rows (the saver's thread_id
+# indexes) however large the tables are.
+_PG_PRUNE = """
+WITH doomed AS (
+    SELECT * FROM unnest(%(threads)s::text[], %(namespaces)s::text[], %(ids)s::text[])
+        AS d(thread_id, checkpoint_ns, checkpoint_id)
+), freed AS (
+    SELECT * FROM unnest(%(blob_threads)s::text[], %(blob_namespaces)s::text[],
+        %(channels)s::text[], %(versions)s::text[]) AS f(thread_id, checkpoint_ns, channel, version)
+), writes AS (
+    DELETE FROM checkpoint_writes AS w USING doomed AS d
+    WHERE w.thread_id = ANY(%(batch)s) AND w.thread_id = d.thread_id
+        AND w.checkpoint_ns = d.checkpoint_ns AND w.checkpoint_id = d.checkpoint_id
+), blobs AS (
+    DELETE FROM checkpoint_blobs AS b USING freed AS f
+    WHERE b.thread_id = ANY(%(batch)s) AND b.thread_id = f.thread_id
+        AND b.checkpoint_ns = f.checkpoint_ns AND b.channel = f.channel AND b.version = f.version
+)
+DELETE FROM checkpoints AS c USING doomed AS d
+WHERE c.thread_id = ANY(%(batch)s) AND c.thread_id = d.thread_id
+    AND c.checkpoint_ns = d.checkpoint_ns AND c.checkpoint_id = d.checkpoint_id
+"""
+
+
+@asynccontextmanager
+async def _pg_cursor(saver: Any, *, binary: bool = False) -> AsyncIterator[Any]:
+    """A cursor in a transaction on the saver's connection; ``binary`` for large array
+    parameters, which cost half as much to send so."""
     from psycopg import AsyncConnection
-
-    async def run(conn: Any) -> None:
-        async with conn.transaction(), conn.cursor() as cur:
-            for ns, ids in plan.delete.items():
-                doomed = sorted(ids)
-                for table in ("checkpoint_writes", "checkpoints"):
-                    await cur.execute(
-                        f"DELETE FROM {table} WHERE thread_id = %s AND checkpoint_ns = %s "
-                        "AND checkpoint_id = ANY(%s)",
-                        (thread_id, ns, doomed),
-                    )
-                freed = sorted(plan.freed_blobs.get(ns, ()))
-                if freed:
-                    await cur.execute(
-                        "DELETE FROM checkpoint_blobs WHERE thread_id = %s AND checkpoint_ns = %s "
-                        "AND (channel, version) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                        (thread_id, ns, [c for c, _ in freed], [v for _, v in freed]),
-                    )
+    from psycopg.rows import tuple_row
 
     if isinstance(saver.conn, AsyncConnection):
-        async with saver.lock:
-            await run(saver.conn)
+        async with (
+            saver.lock,
+            saver.conn.transaction(),
+            saver.conn.cursor(binary=binary, row_factory=tuple_row) as cur,
+        ):
+            yield cur
     else:
-        async with saver.conn.connection() as conn:
-            await run(conn)
-    return plan.checkpoints
+        async with (
+            saver.conn.connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=binary, row_factory=tuple_row) as cur,
+        ):
+            yield cur
 
 
-async def _prune_redis(saver: Any, thread_id: str, plan: PrunePlan) -> int:
+async def _read_postgres(saver: Any, thread_ids: Sequence[str]) -> ThreadChains:
+    chains = _chains(thread_ids)
+    async with _pg_cursor(saver) as cur:
+        await cur.execute(_PG_CHAINS, (list(thread_ids),))
+        rows = await cur.fetchall()
+        delta_threads = {row[0] for row in rows if row[8]}
+        deltas = sorted({channel for row in rows for channel in row[8]})
+        blobs: set[tuple[str, str, str, str]] = set()
+        if deltas:
+            await cur.execute(_PG_DELTA_BLOBS, (sorted(delta_threads), deltas))
+            blobs = {tuple(row) for row in await cur.fetchall()}  # type: ignore[misc]
+    nothing: frozenset[str] = frozenset()
+    for thread_id, ns, cid, parent, v, versions, present, inline, counted in rows:
+        versions = versions or {}
+        holds = nothing  # only asked about for delta channels
+        if thread_id in delta_threads:
+            held = {c for c in deltas if c in versions and (thread_id, ns, c, str(versions[c])) in blobs}
+            holds = frozenset(present).union(held)
+        chains[thread_id].setdefault(ns, {})[cid] = CheckpointInfo(
+            id=cid,
+            parent=parent or None,
+            format=v,
+            channel_versions=versions,
+            delta_channels=frozenset(counted) if counted else nothing,
+            holds=holds,
+            inline=frozenset(inline),
+        )
+    return chains
+
+
+def _columns(rows: Sequence[tuple[str, ...]], width: int) -> list[list[str]]:
+    """Rows as ``width`` parallel arrays, for ``unnest``."""
+    return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(width)]
+
+
+async def _prune_postgres(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
+    doomed = [
+        (thread_id, ns, cid)
+        for thread_id, plan in plans.items()
+        for ns, ids in plan.delete.items()
+        for cid in sorted(ids)
+    ]
+    freed = [
+        (thread_id, ns, channel, version)
+        for thread_id, plan in plans.items()
+        for ns, blobs in plan.freed_blobs.items()
+        for channel, version in sorted(blobs)
+    ]
+    threads, namespaces, ids = _columns(doomed, 3)
+    blob_threads, blob_namespaces, channels, versions = _columns(freed, 4)
+    # One statement, so one transaction: a crash leaves the batch as it was or pruned, never half.
+    async with _pg_cursor(saver, binary=True) as cur:
+        await cur.execute(
+            _PG_PRUNE,
+            {
+                "batch": sorted(plans),
+                "threads": threads,
+                "namespaces": namespaces,
+                "ids": ids,
+                "blob_threads": blob_threads,
+                "blob_namespaces": blob_namespaces,
+                "channels": channels,
+                "versions": versions,
+            },
+        )
+    return len(doomed)
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+async def _read_full(saver: BaseCheckpointSaver[Any], thread_ids: Sequence[str]) -> ThreadChains:
+    # AsyncRedisSaver keeps values inline in its JSON documents: its own listing is the reader.
+    chains = _chains(thread_ids)
+    for thread_id in thread_ids:
+        for ns, chain in (await load_thread(saver, thread_id)).items():
+            chains[thread_id][ns] = {cid: checkpoint_info(tup) for cid, tup in chain.items()}
+    return chains
+
+
+async def _prune_redis(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
     # The plan's own checkpoints, not the saver's ``aprune(keep_last=N)``: that counts the
     # newest N when it runs, so a turn written since the plan would push out a checkpoint the
     # plan keeps (the start of a delta channel's chain). Keys as ``aprune`` builds them; channel
@@ -85,25 +316,26 @@ async def _prune_redis(saver: Any, thread_id: str, plan: PrunePlan) -> int:
     from redisvl.query.filter import Tag
 
     keys: list[str] = []
-    for ns, ids in plan.delete.items():
-        for cid in sorted(ids):
-            keys.append(saver._make_redis_checkpoint_key(thread_id, ns, cid))
-            writes = await saver.checkpoint_writes_index.search(
-                FilterQuery(
-                    filter_expression=(Tag("thread_id") == to_storage_safe_id(thread_id))
-                    & (Tag("checkpoint_id") == to_storage_safe_id(cid)),
-                    return_fields=["checkpoint_ns", "task_id", "idx"],
-                    num_results=_REDIS_MAX_WRITES,
+    for thread_id, plan in plans.items():
+        for ns, ids in plan.delete.items():
+            for cid in sorted(ids):
+                keys.append(saver._make_redis_checkpoint_key(thread_id, ns, cid))
+                writes = await saver.checkpoint_writes_index.search(
+                    FilterQuery(
+                        filter_expression=(Tag("thread_id") == to_storage_safe_id(thread_id))
+                        & (Tag("checkpoint_id") == to_storage_safe_id(cid)),
+                        return_fields=["checkpoint_ns", "task_id", "idx"],
+                        num_results=_REDIS_MAX_WRITES,
+                    )
                 )
-            )
-            keys += [
-                saver._make_redis_checkpoint_writes_key(
-                    thread_id, from_storage_safe_str(doc.checkpoint_ns), cid, doc.task_id, int(doc.idx)
-                )
-                for doc in writes.docs
-            ]
-            if saver._key_registry:
-                keys.append(saver._key_registry.make_write_keys_zset_key(thread_id, ns, cid))
+                keys += [
+                    saver._make_redis_checkpoint_writes_key(
+                        thread_id, from_storage_safe_str(doc.checkpoint_ns), cid, doc.task_id, int(doc.idx)
+                    )
+                    for doc in writes.docs
+                ]
+                if saver._key_registry:
+                    keys.append(saver._key_registry.make_write_keys_zset_key(thread_id, ns, cid))
     if saver.cluster_mode:
         for key in keys:
             await saver._redis.delete(key)
@@ -112,27 +344,49 @@ async def _prune_redis(saver: Any, thread_id: str, plan: PrunePlan) -> int:
         for key in keys:
             pipeline.delete(key)
         await pipeline.execute()
-    return plan.checkpoints
+    return sum(plan.checkpoints for plan in plans.values())
 
 
-def pruner_for(saver: BaseCheckpointSaver[Any]) -> Pruner:
-    """The pruner of ``saver``'s backend.
+# -- dispatch ----------------------------------------------------------------------------------
+
+_BACKENDS: dict[str, _Backend] = {
+    "InMemorySaver": _Backend(_read_memory, _prune_memory),  # type: ignore[arg-type]
+    "AsyncSqliteSaver": _Backend(_read_sqlite, _prune_sqlite),
+    "AsyncPostgresSaver": _Backend(_read_postgres, _prune_postgres),
+    "AsyncRedisSaver": _Backend(_read_full, _prune_redis),
+}
+
+
+def _backend(saver: BaseCheckpointSaver[Any]) -> _Backend:
+    for name, backend in _BACKENDS.items():
+        if is_saver(saver, name):
+            return backend
+    raise UsageError(
+        f"working.retention.keep_last cannot prune a {type(saver).__name__}: supported are "
+        "InMemorySaver, AsyncSqliteSaver, AsyncPostgresSaver and AsyncRedisSaver"
+    )
+
+
+async def read_chains(saver: BaseCheckpointSaver[Any], thread_ids: Sequence[str]) -> ThreadChains:
+    """Each thread's checkpoints as `CheckpointInfo` records, by namespace (``{}`` for a thread
+    without checkpoints), read without their values or pending writes where the backend allows.
 
     Raises:
         UsageError: the checkpointer is not one memory_tiers can prune.
     """
-    name = type(saver).__name__
-    if isinstance(saver, InMemorySaver):
-        return _prune_memory  # type: ignore[return-value]
-    pruners: dict[str, Pruner] = {
-        "AsyncSqliteSaver": _prune_sqlite,
-        "AsyncPostgresSaver": _prune_postgres,
-        "AsyncRedisSaver": _prune_redis,
-    }
-    for cls in type(saver).__mro__:
-        if cls.__name__ in pruners:
-            return pruners[cls.__name__]
-    raise UsageError(
-        f"working.retention.keep_last cannot prune a {name}: supported are InMemorySaver, "
-        "AsyncSqliteSaver, AsyncPostgresSaver and AsyncRedisSaver"
-    )
+    backend = _backend(saver)
+    with translate_errors(TIER, type(saver).__name__):
+        return await backend.read(saver, thread_ids)
+
+
+async def prune_threads(saver: BaseCheckpointSaver[Any], plans: Mapping[str, PrunePlan]) -> int:
+    """Delete what each thread's plan removes (thread id -> plan); returns the checkpoints removed.
+
+    Raises:
+        UsageError: the checkpointer is not one memory_tiers can prune.
+    """
+    if not plans:
+        return 0
+    backend = _backend(saver)
+    with translate_errors(TIER, type(saver).__name__):
+        return await backend.prune(saver, plans)

@@ -1,4 +1,4 @@
-"""A thread's checkpoints as JSON data (for a user export), and deleting them until none is left."""
+"""A thread's checkpoints as JSON data (for a user export), and deleting all of them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 
 from memory_tiers.errors import BackendError
 from memory_tiers.jsonable import to_json
+from memory_tiers.working.chain import is_saver
 from memory_tiers.working.guard import OwnershipGuardedSaver
 
-# Deletes of one thread before giving up; each removes everything on the savers we know, but
-# some delete in capped batches (AsyncRedisSaver: 10,000 checkpoints and 10,000 writes per call).
+# Savers whose adelete_thread removes all of a thread in one call.
+DELETES_EVERYTHING = ("InMemorySaver", "AsyncSqliteSaver", "AsyncPostgresSaver")
+# Deletes of one thread on any other saver before giving up: some delete in capped batches
+# (AsyncRedisSaver: 10,000 checkpoints and 10,000 writes per call).
 MAX_DELETE_ROUNDS = 100
 
 
@@ -47,14 +50,10 @@ async def export_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) ->
 async def _has_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:
     async for _ in saver.alist(_thread(thread_id), limit=1):
         return True
-    return await _has_redis_writes(saver, thread_id)
-
-
-async def _has_redis_writes(saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:
+    if not is_saver(saver, "AsyncRedisSaver"):
+        return False
     # AsyncRedisSaver's adelete_thread removes at most 10,000 writes per call, and the writes
     # left once their checkpoints are gone are invisible to alist: ask its writes index.
-    if not any(cls.__name__ == "AsyncRedisSaver" for cls in type(saver).__mro__):
-        return False
     from langgraph.checkpoint.redis.util import to_storage_safe_id
     from redisvl.query import FilterQuery
     from redisvl.query.filter import Tag
@@ -69,15 +68,19 @@ async def _has_redis_writes(saver: BaseCheckpointSaver[Any], thread_id: str) -> 
 
 async def delete_checkpoints(checkpointer: OwnershipGuardedSaver, thread_id: str) -> None:
     """Delete every checkpoint and write of the thread through the guard (which forgets the
-    thread's cached owner too), repeating the delete while the thread still lists a checkpoint
-    (or, on Redis, still has a write).
+    thread's cached owner too).
 
-    The last call is always a delete that found nothing before it, so no trace a listing may
-    leave (InMemorySaver makes an empty entry for a thread it is asked about) remains.
+    One ``adelete_thread`` removes everything on the savers of `DELETES_EVERYTHING`. Others
+    (AsyncRedisSaver deletes in capped batches) get the delete repeated while the thread still
+    lists a checkpoint (or, on Redis, still has a write); the last call is a delete that found
+    nothing before it, so no trace a listing may leave remains.
 
     Raises:
         BackendError: checkpoints are still listed after `MAX_DELETE_ROUNDS` deletes.
     """
+    if any(is_saver(checkpointer.inner, name) for name in DELETES_EVERYTHING):
+        await checkpointer.adelete_thread(thread_id)
+        return
     for _ in range(MAX_DELETE_ROUNDS):
         found = await _has_checkpoints(checkpointer.inner, thread_id)
         await checkpointer.adelete_thread(thread_id)

@@ -1,0 +1,110 @@
+"""A batch's one read (a get or a search) sent straight to asyncpg, on a pooled connection.
+
+``store.aget`` is one primary-key SELECT and ``store.asearch`` one filtered SELECT, and on
+SQLAlchemy's execute path the Python around that round trip (the connection facade, the
+execution context, the result object: about 150-200 us a call) costs as much as the round trip
+itself. `AsyncpgReads` sends the very same statements (built once in `StoreStatements` and
+compiled once per statement by the engine's dialect: the same SQL and parameters, so asyncpg
+reuses one prepared statement per connection) on a connection checked out of the engine's own
+pool, outside any transaction. Driver errors are raised as SQLAlchemy's, so `translate_errors`
+turns them into memory_tiers errors as on every other path, and a connection that failed is
+invalidated in the pool, as SQLAlchemy does.
+
+Imported only for engines on the asyncpg driver (the ``postgres`` extra).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import asyncpg
+from sqlalchemy import Select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
+
+from memory_tiers.store.statements import COLUMNS, SEARCH_SHAPES
+
+
+class StoredRow(NamedTuple):
+    """A row of `statements.COLUMNS`, read as SQLAlchemy's rows read it."""
+
+    namespace: str
+    key: str
+    value: Any
+    created_at: Any
+    updated_at: Any
+    ttl_minutes: float | None
+
+
+_PER_CALL = object()
+# Raised as SQLAlchemy's DBAPIError subclass of the same name (InterfaceError, DataError...).
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
+class _Compiled(NamedTuple):
+    sql: str
+    # asyncpg's positional parameters: (name, _PER_CALL) when the call binds it, else
+    # (name, the value the statement carries), such as a filter path's labels.
+    parameters: tuple[tuple[str, Any], ...]
+
+
+class AsyncpgReads:
+    """Runs SELECTs of `statements.COLUMNS` on the asyncpg connection itself."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._compiled = functools.lru_cache(maxsize=SEARCH_SHAPES + 2)(self._compile)
+
+    def _compile(self, statement: Select[Any]) -> _Compiled:
+        dialect = self.engine.dialect
+        selected = tuple(statement.selected_columns)
+        if len(selected) != len(COLUMNS) or any(a is not b for a, b in zip(selected, COLUMNS, strict=True)):
+            raise ValueError("AsyncpgReads runs SELECTs of the store's columns only")
+        compiled = statement.compile(dialect=dialect)
+        if compiled.post_compile_params:
+            raise ValueError("AsyncpgReads cannot expand IN parameters")
+        parameters = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            # SQLAlchemy would convert these values before the driver sees them; asyncpg would not.
+            if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None:
+                raise ValueError(f"parameter {name!r} needs SQLAlchemy's conversion")
+            parameters.append((name, _PER_CALL if bind.required else bind.value))
+        return _Compiled(compiled.string, tuple(parameters))
+
+    async def rows(self, statement: Select[Any], params: Mapping[str, Any]) -> list[StoredRow]:
+        """The rows of ``statement`` for ``params`` (by bound parameter name).
+
+        Raises:
+            KeyError: a parameter is missing (the user's, say): nothing was sent.
+            sqlalchemy.exc.DBAPIError: the server refused the statement.
+            sqlalchemy.exc.InterfaceError: the connection failed (it is invalidated).
+        """
+        sql, parameters = self._compiled(statement)
+        args = [params[name] if value is _PER_CALL else value for name, value in parameters]
+        pooled = await self.engine.raw_connection()
+        driver = pooled.driver_connection
+        try:
+            # The JSON codecs SQLAlchemy registered on the connection decode `value` already.
+            records = await driver.fetch(sql, *args)
+        except BaseException as exc:
+            # As SQLAlchemy decides: a connection that closed, or a command cut short (cancelled)
+            # or confused, is not handed out again; one the server refused an input on is fine.
+            broken = (
+                driver.is_closed()
+                or not isinstance(exc, Exception)
+                or isinstance(exc, asyncpg.InternalClientError)
+            )
+            if broken:
+                pooled.invalidate(exc)  # closes it without waiting, and returns its slot
+            else:
+                await greenlet_spawn(pooled.close)
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise DBAPIError.instance(sql, args, exc, Exception, connection_invalidated=broken) from exc
+            raise  # OSError, TimeoutError, CancelledError: `translate_errors` knows them
+        # Check-in may close the connection (pool overflow), which awaits.
+        await greenlet_spawn(pooled.close)
+        return [StoredRow._make(record) for record in records]

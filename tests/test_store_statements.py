@@ -1,0 +1,169 @@
+"""`SqlStore`'s statements built once: cached per filter shape, always scoped to the user.
+
+Gets and searches reuse statements built once (a search's once per filter shape, its values
+bound per call), and on PostgreSQL with asyncpg a batch's lone get or search skips SQLAlchemy's
+execute path (`AsyncpgReads`). These tests pin what that must not change: each call sees only
+its own user's rows and its own filter values, a statement cannot run without the user, and
+driver errors on the direct path are translated (a broken connection is not reused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from helpers import migrated, unique
+from langgraph.store.base import GetOp, SearchOp
+from sqlalchemy.exc import StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from memory_tiers.config import IdKeysConfig, StoreConfig
+from memory_tiers.errors import BackendError, BackendUnavailableError
+from memory_tiers.long_term.engine import normalize_sql_url
+from memory_tiers.store import SqlStore
+from memory_tiers.store.asyncpg_reads import AsyncpgReads
+from memory_tiers.store.filters import parse_filter
+from memory_tiers.store.statements import KEY, NAMESPACE, NOW, USER
+
+
+@pytest.fixture(scope="module")
+def sqlite_statements_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return migrated(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('statements') / 'long_term.db'}")
+
+
+@pytest.fixture(scope="module")
+def postgres_statements_url(postgres_url: str) -> str:
+    return migrated(normalize_sql_url(postgres_url))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return request.getfixturevalue(f"{request.param}_statements_url")
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def store(engine: AsyncEngine) -> SqlStore:
+    return SqlStore(engine, StoreConfig(), ids=IdKeysConfig())
+
+
+@pytest.fixture
+async def postgres_store(postgres_statements_url: str) -> AsyncIterator[SqlStore]:
+    engine = create_async_engine(postgres_statements_url, pool_size=1, max_overflow=0)
+    yield SqlStore(engine, StoreConfig(), ids=IdKeysConfig())
+    await engine.dispose()
+
+
+def test_filters_of_one_shape_share_the_shape_and_bind_their_values() -> None:
+    first = parse_filter({"kind": "a", "level": 1, "tags": ["x"]}, "postgresql")
+    second = parse_filter({"kind": "b", "level": 2.5, "tags": ["y", "z"]}, "postgresql")
+    assert first.shape == second.shape
+    assert first.params != second.params
+    # Keys, operators and value types decide the shape; so do SQLite's expanded documents.
+    assert (
+        parse_filter({"kind": {"$ne": "a"}}, "postgresql").shape
+        != parse_filter({"kind": "a"}, "postgresql").shape
+    )
+    assert (
+        parse_filter({"level": {"$gt": 1}}, "postgresql").shape
+        != parse_filter({"level": {"$gt": "1"}}, "postgresql").shape
+    )
+    assert parse_filter({"tags": ["x"]}, "sqlite").shape != parse_filter({"tags": ["x", "y"]}, "sqlite").shape
+
+
+async def test_a_cached_search_serves_every_user_and_value_on_its_own(store):
+    alice, bob = store.for_user(unique("alice")), store.for_user(unique("bob"))
+    for owner, name in ((alice, "alice"), (bob, "bob")):
+        for level in range(3):
+            await owner.aput(("notes",), f"{name}-{level}", {"owner": name, "level": level})
+    store._sql.search.cache_clear()
+    for level in range(3):
+        for owner, name in ((alice, "alice"), (bob, "bob")):
+            found = await owner.asearch(("notes",), filter={"level": level})
+            assert [item.key for item in found] == [f"{name}-{level}"]
+            assert [
+                item.key for item in await owner.asearch(("notes",), filter={"level": {"$gte": level}})
+            ] == [f"{name}-{n}" for n in range(2, level - 1, -1)]
+    # Two shapes ($eq and $gte on a number), whatever the user and the value.
+    assert store._sql.search.cache_info().currsize == 2
+    assert (await bob.aget(("notes",), "alice-0")) is None
+    assert (await alice.aget(("notes",), "alice-0")).value == {"owner": "alice", "level": 0}
+    two = await alice.abatch([GetOp(("notes",), "alice-1"), GetOp(("notes",), "bob-1")])  # the IN form
+    assert [item and item.key for item in two] == ["alice-1", None]
+
+
+async def test_a_statement_cannot_run_without_the_user(store, engine):
+    async with engine.connect() as conn:
+        with pytest.raises(StatementError, match=USER):
+            await conn.execute(store._sql.get_one, {NOW: datetime.now(UTC), NAMESPACE: "n", KEY: "k"})
+        search = store._sql.search(False, parse_filter({"a": 1}, store.dialect).shape)
+        with pytest.raises(StatementError, match=USER):
+            await conn.execute(search, {NOW: datetime.now(UTC), "s_limit": 10, "s_offset": 0, "f0": 1})
+
+
+async def test_lone_gets_and_searches_go_straight_to_asyncpg(postgres_store, monkeypatch):
+    assert isinstance(postgres_store._driver, AsyncpgReads)
+    sent: list[str] = []
+    rows = postgres_store._driver.rows
+
+    async def spying(statement: Any, params: dict[str, Any]) -> Any:
+        sent.append(params[USER])
+        return await rows(statement, params)
+
+    monkeypatch.setattr(postgres_store._driver, "rows", spying)
+    alice_id = unique("alice")
+    alice = postgres_store.for_user(alice_id)
+    await alice.aput(("n",), "k", {"v": 1, "s": "x"})
+    assert (await alice.aget(("n",), "k")).value == {"v": 1, "s": "x"}
+    assert [i.key for i in await alice.asearch(("n",), filter={"v": 1, "s": {"$gte": "x"}})] == ["k"]
+    bob_id = unique("bob")
+    assert await postgres_store.for_user(bob_id).aget(("n",), "k") is None
+    assert sent == [alice_id, alice_id, bob_id]
+    # A batch of several reads shares one SQLAlchemy connection instead, with the same answers.
+    both = await alice.abatch([GetOp(("n",), "k"), SearchOp(("n",), filter={"v": 1})])
+    assert len(sent) == 3
+    assert both[0].value == {"v": 1, "s": "x"} and [i.key for i in both[1]] == ["k"]
+
+
+async def test_the_direct_path_refuses_to_send_without_the_user(postgres_store):
+    with pytest.raises(KeyError, match=USER):
+        await postgres_store._driver.rows(postgres_store._sql.get_one, {NAMESPACE: "n", KEY: "k"})
+
+
+async def test_driver_errors_on_the_direct_path_are_translated(postgres_store, monkeypatch):
+    alice = postgres_store.for_user(unique("alice"))
+    await alice.aput(("n",), "k", {"v": 1})
+    compiled = postgres_store._driver._compiled(postgres_store._sql.get_one)
+    broken = compiled._replace(sql=compiled.sql.replace("mt_store_items", "mt_no_such_table"))
+    with monkeypatch.context() as patch:
+        patch.setattr(postgres_store._driver, "_compiled", lambda statement: broken)
+        with pytest.raises(BackendError, match="mt_no_such_table") as refused:
+            await alice.aget(("n",), "k")
+    assert not isinstance(refused.value, BackendUnavailableError)
+    assert (await alice.aget(("n",), "k")).value == {"v": 1}  # the connection was fine
+
+
+async def test_a_connection_that_broke_is_not_reused(postgres_store, postgres_statements_url):
+    alice = postgres_store.for_user(unique("alice"))
+    await alice.aput(("n",), "k", {"v": 1})
+    assert await alice.aget(("n",), "k") is not None  # the pool's one connection, now idle
+    async with postgres_store.engine.connect() as conn:
+        pid = (await conn.get_raw_connection()).driver_connection.get_server_pid()
+    admin = await asyncpg.connect(postgres_statements_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+    with pytest.raises(BackendUnavailableError):
+        await alice.aget(("n",), "k")
+    assert (await alice.aget(("n",), "k")).value == {"v": 1}  # on a new connection

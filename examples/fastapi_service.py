@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import tempfile
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -31,6 +32,8 @@ from pydantic import BaseModel
 
 from memory_tiers import InvalidIdentifierError, MemoryManager, MemoryState, NotFoundError, OwnershipError
 from memory_tiers.cli.responder import Responder
+
+logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 POLL_LIMIT = 200  # polls before the demo client gives up: 10 s
@@ -48,17 +51,21 @@ class Runs:
 
     def status(self, user_id: str, thread_id: str) -> tuple[str, str | None]:
         task = self.tasks.get((user_id, thread_id))
-        if task is None or (task.done() and task.exception() is None):
+        if task is None:
             return "idle", None
         if not task.done():
             return "running", None
-        return "failed", repr(task.exception())
+        if task.cancelled():
+            return "failed", "the run was cancelled (the service stopped)"
+        error = task.exception()
+        return ("idle", None) if error is None else ("failed", repr(error))
 
     def start(self, user_id: str, thread_id: str, turn: Coroutine[Any, Any, Any]) -> bool:
         if self.status(user_id, thread_id)[0] == "running":
             turn.close()
             return False
         task = asyncio.get_running_loop().create_task(turn, name=f"run-{thread_id}")
+        task.add_done_callback(_log_failure)
         self.tasks[(user_id, thread_id)] = task
         return True
 
@@ -114,6 +121,12 @@ def create_app(manager: MemoryManager | None = None) -> FastAPI:
         }
 
     return app
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """A background run's failure goes to the log: the client may never poll for it."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.error("background %s failed", task.get_name(), exc_info=error)
 
 
 def _answer(code: int) -> Any:

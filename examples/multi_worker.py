@@ -91,11 +91,14 @@ def dispatch(config: dict[str, Any]) -> tuple[dict[str, str], Counter[int], list
     last: dict[str, str] = {}
     served: Counter[int] = Counter()
     errors: list[str] = []
+    outstanding = 0  # turns queued and not answered yet; a failed thread queues no more
     try:
         for thread, (user, texts) in pending.items():
             tasks.put((user, thread, texts.pop(0)))
-        for _ in range(sum(len(turns(user, topic)) for user, _, topic in threads())):
+            outstanding += 1
+        while outstanding:
             kind, pid, thread, text = results.get(timeout=WAIT_SECONDS)
+            outstanding -= 1
             served[pid] += 1
             if kind == "error":
                 errors.append(f"{thread}: {text}")
@@ -104,6 +107,7 @@ def dispatch(config: dict[str, Any]) -> tuple[dict[str, str], Counter[int], list
             user, texts = pending[thread]
             if texts:
                 tasks.put((user, thread, texts.pop(0)))
+                outstanding += 1
     except queue.Empty:
         errors.append(f"no answer from the workers within {WAIT_SECONDS:.0f} s")
     finally:

@@ -74,6 +74,16 @@ _QUERY_PASSWORD = re.compile(r"((?:^|&)(?:password|pass|pwd)=)[^&]*", re.IGNOREC
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
+def mask_keyword_passwords(text: str) -> str:
+    """``text`` with every libpq-style ``password=...`` value replaced by ``***``.
+
+    Example:
+        >>> mask_keyword_passwords("connect failed: host=db password=s3cret port=5432")
+        'connect failed: host=db password=*** port=5432'
+    """
+    return _KEYWORD_PASSWORD.sub(r"\1***", text)
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` with its password replaced by ``***``.
 
@@ -86,7 +96,7 @@ def mask_url(url: str) -> str:
         'host=db user=app password=*** dbname=agents'
     """
     if "://" not in url:
-        return _KEYWORD_PASSWORD.sub(r"\1***", url)
+        return mask_keyword_passwords(url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -237,6 +247,11 @@ class SessionConfig(_Section):
         default=SecretUrl("memory://"),
         description="redis://, rediss:// or unix:// URL; memory:// for in-process fakeredis",
     )
+    cluster: bool = Field(
+        default=False,
+        description="url names a node of a Redis Cluster (redis:// or rediss://): connect with "
+        "RedisCluster, which discovers the other nodes",
+    )
     ttl: Duration = Field(
         default=timedelta(hours=1), description="a session expires this long after its last write (or read)"
     )
@@ -248,6 +263,18 @@ class SessionConfig(_Section):
     )
     connect_timeout: Duration = Field(default=timedelta(seconds=5), description="bound on connecting")
     socket_timeout: Duration = Field(default=timedelta(seconds=5), description="bound on each command")
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="times a command is retried after a connection error or timeout, with "
+        "exponential backoff (redis-py's Retry); every session command is idempotent",
+    )
+    on_unavailable: Literal["degrade", "fail"] = Field(
+        default="degrade",
+        description="Redis unreachable in a node: degrade (empty session, no write, "
+        "state['memory_degraded'] lists 'session') or fail (the turn raises BackendUnavailableError)",
+    )
     archive_on_expiry: bool = Field(
         default=True, description="an expired session is summarized into long-term memory"
     )
@@ -376,6 +403,24 @@ class LongTermConfig(_Section):
         default=timedelta(seconds=10), description="how long a query waits for a free connection"
     )
     connect_timeout: Duration = Field(default=timedelta(seconds=5), description="bound on connecting")
+    statement_timeout: Duration | None = Field(
+        default=timedelta(seconds=30),
+        description="postgres: bound on each statement, client side (asyncpg command_timeout), so a "
+        "hung server cannot hang a turn; schema upgrades run under it too; null: no bound",
+    )
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="times the load's read and the save's transaction are retried after a lost "
+        "connection or a timeout, with exponential backoff (both are idempotent)",
+    )
+    on_unavailable: Literal["degrade", "fail"] = Field(
+        default="degrade",
+        description="database unreachable at recall: degrade (no profile or facts, "
+        "state['memory_degraded'] lists 'long_term') or fail; a save always fails with "
+        "BackendUnavailableError, it never drops facts",
+    )
 
     def extractor_specs(self) -> list[PluginSpec]:
         """The extractors as specs, bare names expanded."""

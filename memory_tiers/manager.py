@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -192,8 +193,10 @@ class MemoryManager:
         self._store = SqlStore(
             self._long_term_store.engine, cfg.long_term.store, ids=cfg.ids, bridge=self.bridge
         )
+        # The sweepers serve the process, not the caller: a fresh context keeps the opener's
+        # log ids and current span (a request's, when opened lazily) off their records.
         sweeper = asyncio.get_running_loop().create_task(
-            self._store.run_sweeper(), name="memory-tiers-ttl-sweeper"
+            self._store.run_sweeper(), name="memory-tiers-ttl-sweeper", context=contextvars.Context()
         )
         stack.push_async_callback(_cancel, sweeper)
         archive = self.sessions.archive_target
@@ -206,7 +209,9 @@ class MemoryManager:
                 SessionStore.open(cfg.session, archive=archive, telemetry=self.telemetry)
             )
         session_sweeper = asyncio.get_running_loop().create_task(
-            self._session_store.run_sweeper(cfg.session.sweep_interval), name="memory-tiers-session-sweeper"
+            self._session_store.run_sweeper(cfg.session.sweep_interval),
+            name="memory-tiers-session-sweeper",
+            context=contextvars.Context(),
         )
         stack.push_async_callback(_cancel, session_sweeper)
         if self._given_checkpointer is not None:

@@ -17,17 +17,25 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.graph import END, START, StateGraph, add_messages
 
 from memory_tiers.context import TurnIds, resolve_ids
-from memory_tiers.errors import InvalidIdentifierError, OwnershipError, StateSchemaError
+from memory_tiers.errors import (
+    BackendUnavailableError,
+    InvalidIdentifierError,
+    OwnershipError,
+    StateSchemaError,
+)
 from memory_tiers.learning import Turn
 from memory_tiers.long_term.consolidate import Provenance
-from memory_tiers.observability import bind_ids
+from memory_tiers.observability import bind_ids, get_logger
 from memory_tiers.state.schema import MemoryState
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
 
+logger = get_logger(__name__)
+
 # Where LangGraph puts the run's checkpointer in config['configurable'].
 CONFIG_KEY_CHECKPOINTER = "__pregel_checkpointer"
+DEGRADED_KEY = "memory_degraded"
 
 Update = dict[str, Any]
 NodeImpl = Callable[[dict[str, Any], TurnIds, RunnableConfig], Awaitable[Update]]
@@ -62,6 +70,16 @@ def _last_human_text(messages: Sequence[AnyMessage]) -> str | None:
         if message.type == "human":
             return message.text
     return None
+
+
+def _flags(state: dict[str, Any], outcome: dict[str, bool]) -> Update:
+    """The ``memory_degraded`` update after the tiers in ``outcome`` were tried (True: served
+    degraded); the other tiers' flags stay. Nothing when the flags do not change, so a healthy
+    turn's update is what it always was."""
+    before = list(state.get(DEGRADED_KEY) or [])
+    down = [tier for tier, degraded in outcome.items() if degraded]
+    after = [tier for tier in before if tier not in outcome] + down
+    return {DEGRADED_KEY: after} if after != before else {}
 
 
 def _require(value: str | None, kind: str, node: str) -> str:
@@ -212,28 +230,75 @@ class MemoryNodes:
 
     # -- session tier -------------------------------------------------------------------
 
-    async def _load_session(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+    def _degraded(self, tier: str, operation: str, error: BackendUnavailableError) -> None:
+        """Serve this call without ``tier`` (its ``on_unavailable`` is ``degrade``), or re-raise."""
+        if getattr(self._manager.config, tier).on_unavailable == "fail":
+            raise error
+        logger.warning("%s tier unavailable, %s proceeds without it: %s", tier, operation, error)
+        self._count_degradation(tier, operation)
+
+    def _count_degradation(self, tier: str, operation: str) -> None:
+        self._manager.metrics.add(
+            "degradations", attributes={"memory_tiers.tier": tier, "memory_tiers.operation": operation}
+        )
+
+    async def _read_session(self, ids: TurnIds) -> tuple[Update, bool]:
+        """The session update ({} if it does not exist), and whether it was served degraded
+        (Redis down: an empty session)."""
         session_id = _require(ids.session_id, "session_id", "load_session")
-        record = await self._manager.session_store.load(ids.user_id, session_id)
-        return {"session": dict(record.data) if record else {}}
+        try:
+            record = await self._manager.session_store.load(ids.user_id, session_id)
+        except BackendUnavailableError as exc:
+            self._degraded("session", "load", exc)
+            return {"session": {}}, True
+        return {"session": dict(record.data) if record else {}}, False
+
+    async def _load_session(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+        update, degraded = await self._read_session(ids)
+        return {**update, **_flags(state, {"session": degraded})}
 
     async def _save_session(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
         session_id = _require(ids.session_id, "session_id", "save_session")
-        await self._manager.session_store.save(ids.user_id, session_id, dict(state.get("session") or {}))
+        if "session" in (state.get(DEGRADED_KEY) or ()):
+            # This turn's session was never read: writing it would replace the stored context
+            # with one built on an empty session.
+            self._count_degradation("session", "save")
+            return {}
+        try:
+            await self._manager.session_store.save(ids.user_id, session_id, dict(state.get("session") or {}))
+        except BackendUnavailableError as exc:
+            self._degraded("session", "save", exc)
+            return _flags(state, {"session": True})
         return {}
 
     # -- long-term tier -----------------------------------------------------------------
 
-    async def _load_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+    async def _recall(
+        self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig
+    ) -> tuple[Update, bool]:
+        """Profile, facts and the state's version, and whether they were served degraded (the
+        database down: no profile or facts; only where the thread's owner was verified
+        without it)."""
         query = _last_human_text(_messages(state, "load_long_term"))
-        context = await self._manager.long_term_store.load_context(ids.user_id, ids.thread_id, query)
+        try:
+            context = await self._manager.long_term_store.load_context(ids.user_id, ids.thread_id, query)
+        except BackendUnavailableError as exc:
+            checkpointer = (config.get("configurable") or {}).get(CONFIG_KEY_CHECKPOINTER)
+            if checkpointer is not None and checkpointer is not self._manager.checkpointer:
+                raise  # only the manager's checkpointer verified the thread's owner without this read
+            self._degraded("long_term", "load", exc)
+            return {**await self._migrated(state, ids, config), "profile": {}, "facts": []}, True
         if context.thread_owner is not None and context.thread_owner != ids.user_id:
             raise OwnershipError(f"thread {ids.thread_id!r} belongs to another user")
         return {
             **await self._migrated(state, ids, config),
             "profile": context.profile.document,
             "facts": [fact.model_dump(mode="json") for fact in context.facts],
-        }
+        }, False
+
+    async def _load_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
+        update, degraded = await self._recall(state, ids, config)
+        return {**update, **_flags(state, {"long_term": degraded})}
 
     async def _migrated(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
         """The state's version, and what migration changes when the state is old.
@@ -282,18 +347,20 @@ class MemoryNodes:
     async def _load(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
         # Both reads go out at once; an ownership failure on either discards both results.
         results = await asyncio.gather(
-            self._load_session(state, ids, config),
-            self._load_long_term(state, ids, config),
-            return_exceptions=True,
+            self._read_session(ids), self._recall(state, ids, config), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        session_update, long_term_update = results
-        return {**session_update, **long_term_update}  # type: ignore[dict-item]
+        (session, session_down), (recalled, long_term_down) = results  # type: ignore[misc]
+        return {
+            **session,
+            **recalled,
+            **_flags(state, {"session": session_down, "long_term": long_term_down}),
+        }
 
     async def _save(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
-        # Long-term first: it verifies the thread's owner before the session is written.
+        # Long-term first: it verifies the thread's owner before the session is written. Its
+        # failure fails the turn (facts are never dropped) and leaves the session unwritten.
         update = await self._save_long_term(state, ids, config)
-        await self._save_session(state, ids, config)
-        return update
+        return {**update, **await self._save_session(state, ids, config)}

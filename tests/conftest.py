@@ -15,6 +15,7 @@ from services import (
     postgres_admin_url,
     redis_admin_url,
     redis_client,
+    redis_cluster,
     redis_stack_server,
     require_postgres,
     require_redis,
@@ -65,6 +66,13 @@ def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
 def redis_stack_url() -> Iterator[str]:
     """URL of a private Redis Stack server (RediSearch + RedisJSON) started for this run."""
     with redis_stack_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """URL of a node of a private 3-master Redis Cluster started for this run."""
+    with redis_cluster() as url:
         yield url
 
 

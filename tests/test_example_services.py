@@ -60,6 +60,28 @@ def test_fastapi_service_runs_in_the_background_and_polls(tmp_path):
         assert len(poll(client, "t1", "alice")["messages"]) == 2  # mallory's run never started
 
 
+def test_fastapi_service_logs_a_failed_background_run(tmp_path, caplog):
+    service = example("fastapi_service")
+    app = service.create_app(MemoryManager({"data_dir": str(tmp_path)}))
+
+    class Broken:
+        async def ainvoke(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("the model provider is down")
+
+    with TestClient(app) as client:
+        app.state.graph = Broken()
+        alice = {"X-User-Id": "alice"}
+        assert client.post("/threads/t1/runs", json={"message": "hi"}, headers=alice).status_code == 202
+        for _ in range(400):  # bounded: 20 s
+            body = client.get("/threads/t1", headers=alice)
+            if body.status_code != 200 or body.json()["status"] != "running":
+                break
+            time.sleep(0.05)
+    # The client may never poll: the server's log must say the run failed, and why.
+    (record,) = [r for r in caplog.records if r.exc_info and "provider is down" in str(r.exc_info[1])]
+    assert record.levelname == "ERROR" and "t1" in record.getMessage()
+
+
 def test_multi_worker_on_postgres_and_redis(postgres_server_url, redis_url, redis_prefix):
     module = example("multi_worker")
     with temporary_database(postgres_server_url) as database:
@@ -88,6 +110,34 @@ def test_multi_worker_on_postgres_and_redis(postgres_server_url, redis_url, redi
             "long_term": {"url": database},
         }
         asyncio.run(_check_backends(config, module))
+
+
+class FailingExtractor:
+    """Imported by the example's worker processes (they get the parent's sys.path)."""
+
+    def extract(self, messages: Any, context: Any) -> list[Any]:
+        raise RuntimeError("extractor down")
+
+
+def test_multi_worker_reports_failed_turns_without_waiting_for_answers_that_never_come(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import multi_worker
+
+    # A thread whose turn failed gets no next turn: the dispatcher must not wait for one (it
+    # would wait WAIT_SECONDS, then report a bogus "no answer from the workers").
+    monkeypatch.setattr(multi_worker, "WAIT_SECONDS", 30.0)
+    config = {
+        "data_dir": str(tmp_path),
+        "long_term": {
+            "extractors": [{"use": f"{__name__}:FailingExtractor"}],
+            "extraction": {"on_error": "raise"},
+        },
+    }
+    asyncio.run(multi_worker.upgrade(config))
+    last, _, errors = multi_worker.dispatch(config)
+    assert last == {}
+    assert sorted(error.split(":")[0] for error in errors) == sorted(t for _, t, _ in multi_worker.threads())
+    assert all("extractor down" in error for error in errors)
 
 
 async def _check_backends(config: dict[str, Any], module: ModuleType) -> None:

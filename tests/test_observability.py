@@ -6,6 +6,7 @@ no OpenTelemetry global is ever set and other tests run on the API's no-op.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_agents import fake_model, memory_agent, tool_call
 from helpers import memory_graph, turn_config, unique
+from langchain_core.messages import AIMessage
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -25,7 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from memory_tiers import BackendUnavailableError, MemoryManager, OwnershipError
-from memory_tiers.observability import get_logger
+from memory_tiers.observability import bind_ids, get_logger
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cret-pw"
@@ -106,6 +109,18 @@ async def test_a_turn_has_a_span_per_node_with_a_child_per_tier(memory_config, o
         otel.spans.clear()  # opening the manager traced its schema checks
         await graph.ainvoke({"messages": [("user", "I'm Alice")]}, turn_config(user, thread, session))
     assert_turn_spans(otel, user, thread, session)
+
+
+async def test_memory_tool_calls_name_the_turn_on_their_spans(memory_config, otel):
+    user, thread, session = unique("alice"), unique("t"), unique("s")
+    model = fake_model(tool_call("search_memory", query="tea"), AIMessage("ok"))
+    async with MemoryManager(with_user_ids(memory_config), **otel.providers) as manager:
+        agent = memory_agent(manager, model, tools=True)
+        await agent.ainvoke({"messages": [("user", "What do I drink?")]}, turn_config(user, thread, session))
+    (search,) = otel.named("memory_tiers.long_term.search_facts")
+    assert search.attributes["memory_tiers.user_id"] == user
+    assert search.attributes["memory_tiers.thread_id"] == thread
+    assert search.attributes["memory_tiers.session_id"] == session
 
 
 def test_sync_turns_nest_their_spans_across_the_bridge(tmp_path, otel):
@@ -267,6 +282,46 @@ async def test_a_password_in_a_url_never_reaches_a_log_line(tmp_path, captured, 
     assert "retrying" in text and "sweep failed" in text and "Traceback" in text
     assert SECRET not in text
     assert text.count("app:***@db.internal") == 4 and ":***@cache" in text
+
+
+class LeakyExtractor:
+    def extract(self, messages: Any, context: Any) -> list[Any]:
+        raise RuntimeError(f"cannot reach redis://app:{SECRET}@cache:6379/0")
+
+
+async def test_a_password_inside_a_logged_problem_or_container_is_masked(tmp_path, captured):
+    # Deferred learning logs each extractor problem, a dict whose text holds the error message.
+    config = {"data_dir": str(tmp_path), "long_term": {"extraction": {"mode": "deferred", "debounce": 0.01}}}
+    async with MemoryManager(config) as manager:
+        manager.extractors.append(LeakyExtractor())
+        await memory_graph(manager).ainvoke(
+            {"messages": [("user", "I like tea.")]}, turn_config(unique("alice"), unique("t"))
+        )
+        await manager.flush()
+    get_logger("memory_tiers.session.expiry").warning("tried %s", [f"redis://:{SECRET}@cache:6379/0"])
+    lines = [record.getMessage() for record in captured]
+    assert any("deferred learning for thread" in line for line in lines)
+    assert any(line.startswith("tried ") for line in lines)
+    assert not [line for line in lines if SECRET in line]
+
+
+async def test_background_sweeps_do_not_inherit_the_ids_of_the_code_that_opened_the_manager(
+    tmp_path, captured
+):
+    # A server that opens the manager lazily, inside the first request's turn: its sweepers
+    # run for the whole process, not for that user.
+    manager = MemoryManager({"data_dir": str(tmp_path), "session": {"sweep_interval": "10ms"}})
+    with bind_ids("alice", "t1", "s1"):
+        await manager.__aenter__()
+    try:
+        for _ in range(500):  # bounded: a sweep every 10 ms
+            if any(r.getMessage().startswith("session sweep:") for r in captured):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await manager.__aexit__(None, None, None)
+    sweeps = [r for r in captured if r.getMessage().startswith("session sweep:")]
+    assert sweeps and all((r.user_id, r.thread_id, r.session_id) == (None, None, None) for r in sweeps)
 
 
 async def test_without_an_sdk_everything_runs_on_the_no_op(memory_config):

@@ -48,6 +48,19 @@ class FactCandidate(BaseModel):
             raise ValueError(f"is longer than {MAX_SUBJECT} characters once case-folded")
         return value
 
+    @field_validator("value", "subject")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        # PostgreSQL text refuses NUL, and a lone surrogate is not UTF-8: refuse both here,
+        # as a validation error, rather than as a driver error half-way through a save.
+        if "\x00" in value:
+            raise ValueError("contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("contains a lone surrogate, which is not valid unicode") from None
+        return value
+
     @field_validator("value")
     @classmethod
     def _fits_once_folded(cls, value: str) -> str:

@@ -35,6 +35,7 @@ from memory_tiers.ids import MAX_ID_LENGTH
 from memory_tiers.long_term.hygiene import quote
 from memory_tiers.long_term.models import Fact
 from memory_tiers.long_term.schema import MAX_FACT_VALUE
+from memory_tiers.observability import bind_ids
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
@@ -124,13 +125,17 @@ def memory_tools(manager: MemoryManager) -> list[BaseTool]:
 'forget_memory': ['fact_id']}
     """
 
-    def user_ids(runtime: ToolRuntime) -> TurnIds:
-        return resolve_ids(runtime.config, manager.config.ids)
+    @contextlib.contextmanager
+    def run_ids(runtime: ToolRuntime) -> Iterator[TurnIds]:
+        # The run's ids, named on the log records and spans of the call, as in the nodes.
+        ids = resolve_ids(runtime.config, manager.config.ids)
+        with bind_ids(ids.user_id, ids.thread_id, ids.session_id):
+            yield ids
 
     async def search_memory(query: Query, runtime: ToolRuntime) -> str:
         """Search what you remember about the user. Returns matching facts with their ids."""
-        ids = user_ids(runtime)
-        return render_found(await manager.long_term.search_facts(ids.user_id, query))
+        with run_ids(runtime) as ids:
+            return render_found(await manager.long_term.search_facts(ids.user_id, query))
 
     async def save_memory(
         attribute: Attribute, value: Value, runtime: ToolRuntime, replaces_previous: bool = False
@@ -138,18 +143,18 @@ def memory_tools(manager: MemoryManager) -> list[BaseTool]:
         """Remember a fact about the user for future conversations. Set replaces_previous for
         facts with one value at a time (name, location); leave it false for ones that
         accumulate (likes)."""
-        ids = user_ids(runtime)
         store = manager.long_term
-        with _reported_to_the_model():
-            candidate = FactCandidate(
-                attribute=attribute, value=value, cardinality="one" if replaces_previous else "many"
+        with run_ids(runtime) as ids:
+            with _reported_to_the_model():
+                candidate = FactCandidate(
+                    attribute=attribute, value=value, cardinality="one" if replaces_previous else "many"
+                )
+            outcome = await store.add_facts(
+                ids.user_id,
+                [candidate],
+                source=ids.thread_id or DEFAULT_SOURCE,
+                idempotency_key=idempotency_key(ids, runtime.tool_call_id),
             )
-        outcome = await store.add_facts(
-            ids.user_id,
-            [candidate],
-            source=ids.thread_id or DEFAULT_SOURCE,
-            idempotency_key=idempotency_key(ids, runtime.tool_call_id),
-        )
         if outcome.rejected or any(item.flagged for item in store.screen([candidate])[0]):
             raise ToolException(
                 f"the memory guard refused {attribute} = {quote(value)}: it reads like an "
@@ -161,8 +166,7 @@ def memory_tools(manager: MemoryManager) -> list[BaseTool]:
 
     async def forget_memory(fact_id: FactId, runtime: ToolRuntime) -> str:
         """Forget one fact about the user, by the id search_memory showed."""
-        ids = user_ids(runtime)
-        with _reported_to_the_model():
+        with run_ids(runtime) as ids, _reported_to_the_model():
             await manager.long_term.forget_fact(ids.user_id, fact_id)
         return f"Forgot fact {quote(fact_id)}."
 

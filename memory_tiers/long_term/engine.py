@@ -85,6 +85,9 @@ def create_engine(config: LongTermConfig, data_dir: Path) -> AsyncEngine:
         )
         if url.get_driver_name() == "asyncpg":
             kwargs["connect_args"] = {"timeout": config.connect_timeout.total_seconds()}
+            if config.statement_timeout is not None:
+                # Client side, so it also bounds a server that stopped answering.
+                kwargs["connect_args"]["command_timeout"] = config.statement_timeout.total_seconds()
     try:
         engine = create_async_engine(url, **kwargs)
     except ModuleNotFoundError as exc:

@@ -11,12 +11,12 @@ import functools
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from memory_tiers.config import LongTermConfig, mask_url
 from memory_tiers.errors import ConfigError, InvalidIdentifierError, OwnershipError
 from memory_tiers.extractors.base import FactCandidate
+from memory_tiers.ids import validates_ids
 from memory_tiers.long_term import migrate
 from memory_tiers.long_term.consolidate import Accepted, Provenance, consolidate, insert_for
 from memory_tiers.long_term.engine import create_engine, long_term_url
@@ -55,13 +56,16 @@ from memory_tiers.long_term.recall import RecallQuery, fact_text, rank
 from memory_tiers.long_term.registry import ThreadRegistry
 from memory_tiers.long_term.schema import archives, profiles, threads
 from memory_tiers.observability import Telemetry, instrumented
+from memory_tiers.retries import retry_sql
 from memory_tiers.state.migrators import StateMigrator
+from memory_tiers.store.items import check_value
 from memory_tiers.translate import translate_errors
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
 
 TIER = "long_term"
+_T = TypeVar("_T")
 _PROFILE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -78,6 +82,7 @@ class SaveOutcome:
 
 
 @instrumented(TIER)
+@validates_ids
 class LongTermStore(FactAPI):
     """Owner-scoped access to the long-term tables.
 
@@ -176,9 +181,7 @@ class LongTermStore(FactAPI):
         query_embedding = await self._embed_query(query)
         n_terms, params = self._recall.params(user_id, query, _now())
         params |= {"load_user": user_id, "load_thread": thread_id}
-        with translate_errors(TIER, self.masked_url):
-            async with self._autocommit.connect() as conn:
-                rows = (await conn.execute(self._load_statement(n_terms), params)).mappings().all()
+        rows = await self._retrying(lambda: self._rows(self._load_statement(n_terms), params))
         first = rows[0]
         stored = None
         if first["schema_version"] is not None:  # NOT NULL: None means there is no profile row
@@ -253,18 +256,33 @@ class LongTermStore(FactAPI):
         accepted, rejected = self.screen(candidates)
         embeddings = await self._embed_facts(accepted)
         now = _now()
-        with translate_errors(TIER, self.masked_url):
-            async with self.engine.begin() as conn:
-                if provenance.thread_id is not None:
-                    await self._touch_thread(conn, user_id, provenance.thread_id, session_id, now)
-                ids = await consolidate(
-                    conn, self.dialect, user_id, provenance, accepted, now, embeddings=embeddings
-                )
-                profile_patch = self._profile_patch(accepted)
-                if profile_patch:
-                    await self._patch_profile(conn, user_id, profile_patch, now)
+
+        async def write() -> list[str]:
+            with translate_errors(TIER, self.masked_url):
+                async with self.engine.begin() as conn:
+                    if provenance.thread_id is not None:
+                        await self._touch_thread(conn, user_id, provenance.thread_id, session_id, now)
+                    ids = await consolidate(
+                        conn, self.dialect, user_id, provenance, accepted, now, embeddings=embeddings
+                    )
+                    profile_patch = self._profile_patch(accepted)
+                    if profile_patch:
+                        await self._patch_profile(conn, user_id, profile_patch, now)
+            return ids
+
+        # One transaction, keyed by the turn's observations: a retry after a commit whose
+        # acknowledgement was lost writes nothing twice.
+        ids = await self._retrying(write)
         self.telemetry.metrics.add("facts_written", len(ids))
         return SaveOutcome(fact_ids=ids, rejected=rejected)
+
+    async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``await call()``, retried ``long_term.retries`` times after a transient error."""
+        return await retry_sql(
+            call,
+            retries=self.config.retries,
+            on_retry=lambda: self.telemetry.metrics.add("retries", attributes={"memory_tiers.tier": TIER}),
+        )
 
     def _profile_patch(self, accepted: Sequence[Accepted]) -> dict[str, Any]:
         """Profile keys set by this turn's facts about the user, through the configured mappings."""
@@ -447,7 +465,10 @@ class LongTermStore(FactAPI):
 
         Raises:
             StateMigrationError: the profile could not be migrated; nothing was written.
+            InvalidStoreValueError: ``patch`` is not JSON that every backend stores (NaN, NUL, a
+                lone surrogate, too deep); nothing was written.
         """
+        patch = check_value(patch)
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
                 await self._patch_profile(conn, user_id, patch, _now())

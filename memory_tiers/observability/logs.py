@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from memory_tiers.config import mask_url
+from memory_tiers.config import mask_keyword_passwords, mask_url
 
 ID_FIELDS = ("user_id", "thread_id", "session_id")
 
@@ -61,15 +61,17 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 
 
 def mask_secrets(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``.
+    """``text`` with the password of every URL and libpq keyword DSN in it replaced by ``***``.
 
     Example:
         >>> mask_secrets("cannot reach redis://app:s3cret@cache:6379/0 (timeout)")
         'cannot reach redis://app:***@cache:6379/0 (timeout)'
+        >>> mask_secrets("bad dsn host=db password=s3cret")
+        'bad dsn host=db password=***'
     """
-    if "://" not in text:
-        return text
-    return _URL.sub(lambda match: mask_url(match.group(0)), text)
+    if "://" in text:
+        text = _URL.sub(lambda match: mask_url(match.group(0)), text)
+    return mask_keyword_passwords(text) if "password" in text.lower() else text
 
 
 def _masked_arg(value: Any) -> Any:
@@ -98,6 +100,16 @@ class TurnContextFilter(logging.Filter):
             record.args = {key: _masked_arg(value) for key, value in record.args.items()}
         elif record.args:
             record.args = tuple(_masked_arg(value) for value in record.args)
+        if record.args:
+            # A URL inside an argument's text (a dict, a list, a problem report) shows only once
+            # formatted: mask the formatted message, losing the arguments only then.
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed call: logging reports it when a handler formats it
+                message = ""
+            masked = mask_secrets(message)
+            if masked != message:
+                record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:
             record.exc_text = mask_secrets(self._formatter.formatException(record.exc_info))
         return True

@@ -13,8 +13,10 @@ COUNTERS: dict[str, str] = {
     "loads": "memory loads completed by a load node (load_memory, load_session, load_long_term)",
     "saves": "memory saves completed by a save node (save_memory, save_session, save_long_term)",
     "facts_written": "facts stored from a turn's extracted candidates (save, deferred learning, archive)",
-    "retries": "backend calls retried after a transient error (deferred learning's save)",
-    "degradations": "turns served with a tier unavailable (reserved for degraded mode; not counted yet)",
+    "retries": "backend calls retried after a transient error (Redis commands, the long-term load and "
+    "save, deferred learning's save)",
+    "degradations": "node calls served without an unreachable tier (on_unavailable: degrade): a load "
+    "without its data, a session write skipped",
     "ttl_refreshes": "sessions whose expiry a sliding read pushed forward",
     "sessions_archived": "session contexts archived into long-term memory (ended or expired)",
     "checkpoints_pruned": "checkpoints removed by retention runs",

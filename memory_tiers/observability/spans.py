@@ -19,6 +19,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, TracerProvider
 
+from memory_tiers.ids import id_positions
 from memory_tiers.observability.logs import ID_FIELDS, bind_ids, current_ids
 from memory_tiers.observability.metrics import Metrics
 
@@ -91,24 +92,12 @@ def manager_telemetry(obj: Any) -> Telemetry:
     return obj._manager.telemetry  # type: ignore[no-any-return]
 
 
-def _id_positions(method: Callable[..., Any]) -> dict[str, int | None]:
-    """Where each id parameter of ``method`` sits among its positional arguments (after self)."""
-    params = list(inspect.signature(method).parameters.values())[1:]
-    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    names = {p.name for p in params}
-    return {
-        field: positional.index(field) if field in positional else None
-        for field in ID_FIELDS
-        if field in names
-    }
-
-
 def _traced(
     method: Callable[..., Any], tier: str, telemetry: Callable[[Any], Telemetry], bind: bool
 ) -> Callable[..., Any]:
     operation = method.__name__
     name = f"{SCOPE}.{tier}.{operation}"
-    positions = _id_positions(method)
+    positions = id_positions(method)
 
     @functools.wraps(method)
     async def traced(self: Any, *args: Any, **kwargs: Any) -> Any:

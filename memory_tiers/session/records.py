@@ -38,12 +38,14 @@ def encode(user_id: str, data: dict[str, Any]) -> str:
         StateSchemaError: ``data`` is not JSON-serializable.
     """
     try:
-        return json.dumps(
+        payload = json.dumps(
             {"owner": user_id, "data": data, "updated_at": time.time()},
             ensure_ascii=False,
             allow_nan=False,
         )
-    except (TypeError, ValueError) as exc:
+        payload.encode("utf-8")  # a lone surrogate would fail in the Redis client, half-written
+        return payload
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
         raise StateSchemaError(f"session values must be JSON-serializable: {exc}") from None
 
 

@@ -8,18 +8,21 @@ sessions are archived before Redis drops them (`memory_tiers.session.expiry`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
 from memory_tiers.config import SessionConfig, mask_url
-from memory_tiers.errors import NotFoundError, OwnershipError
+from memory_tiers.errors import ConfigError, NotFoundError, OwnershipError
 from memory_tiers.observability import Telemetry, instrumented
+from memory_tiers.retries import REDIS_RETRY_ERRORS, CountingRetry
 from memory_tiers.session import users
 from memory_tiers.session.expiry import ArchiveSession, SessionExpiry, SweepReport
 from memory_tiers.session.keys import SessionKeys
@@ -112,18 +115,43 @@ class SessionStore:
     ) -> AsyncIterator[SessionStore]:
         """Connect to ``config.url`` (``memory://`` is an in-process fakeredis) and check it."""
         url = config.url.get_secret_value()
+        telemetry = telemetry or Telemetry()
         client: aioredis.Redis
         if url.startswith("memory://"):
+            if config.cluster:
+                raise ConfigError("session.cluster needs a redis:// or rediss:// URL, not memory://")
             import fakeredis
 
             client = fakeredis.FakeAsyncRedis(decode_responses=True)
+        elif config.cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            # Same command API; every pipeline here is valid on Cluster (see the module doc).
+            client = cast(
+                aioredis.Redis,
+                RedisCluster.from_url(
+                    url,
+                    decode_responses=True,
+                    socket_connect_timeout=config.connect_timeout.total_seconds(),
+                    socket_timeout=config.socket_timeout.total_seconds(),
+                    health_check_interval=30,
+                ),
+            )
         else:
+            # Every command of this store is idempotent (whole-document SETs, GETEX, EXPIRE,
+            # ZADD), so redis-py may resend a command or pipeline on a fresh connection.
+            retry = CountingRetry(
+                config.retries,
+                lambda: telemetry.metrics.add("retries", attributes={"memory_tiers.tier": TIER}),
+            )
             client = aioredis.Redis.from_url(
                 url,
                 decode_responses=True,
                 socket_connect_timeout=config.connect_timeout.total_seconds(),
                 socket_timeout=config.socket_timeout.total_seconds(),
                 health_check_interval=30,
+                retry=retry,
+                retry_on_error=list(REDIS_RETRY_ERRORS),
             )
         store = cls.from_config(client, config, archive=archive, url=url, telemetry=telemetry)
         try:
@@ -166,7 +194,7 @@ class SessionStore:
                 if self.sliding:
                     # Only existing keys and members are touched: EXPIRE and ZADD XX create nothing.
                     pipe.expire(claim, self.ttl_seconds)
-                    pipe.zadd(index, {session_id: expires_at}, xx=True)
+                    pipe.zadd(index, {session_id: expires_at}, xx=True, ch=True)
                     pipe.expire(index, self.ttl_seconds)
                 raw, owner, *rest = await pipe.execute()
         if owner is not None and owner != user_id:
@@ -175,9 +203,26 @@ class SessionStore:
             if self.sliding:
                 self.telemetry.metrics.add("ttl_refreshes")
             return decode(user_id, session_id, raw)
+        if self.sliding and rest[-2]:  # ZADD XX re-scored an expired session's stale entry
+            await self._unlist_expired(user_id, session_id)
         if self.expiry is not None and rest[0]:  # expired, but its shadow is still there
             await self.expiry.archive_expired(user_id, session_id)
         return None
+
+    async def _unlist_expired(self, user_id: str, session_id: str) -> None:
+        """Take an expired session out of the user's index, unless a save wrote it meanwhile
+        (WATCH on its key; both keys share the user's slot, so this is valid on Cluster)."""
+        key, index = self.keys.session(user_id, session_id), self.keys.index(user_id)
+        with translate_errors(TIER, self.masked_url):
+            async with self.client.pipeline(transaction=True) as pipe:
+                await pipe.watch(key)
+                # Not EXISTS: on a watched Cluster pipeline, multi-key commands are not run.
+                if await pipe.pttl(key) != -2:
+                    return
+                pipe.multi()
+                pipe.zrem(index, session_id)
+                with contextlib.suppress(WatchError):  # saved meanwhile: it is live again
+                    await pipe.execute()
 
     async def save(self, user_id: str, session_id: str, data: dict[str, Any]) -> None:
         """Write a session's context with its TTL and claim its id: one round trip.

@@ -21,6 +21,9 @@ class MemoryState(MessagesState, total=False):
             are extracted once.
         memory_errors: what went wrong while learning from the last turn without failing it
             (a failing extractor, a fact the memory guard refused), as ``{"source", "error"}``.
+        memory_degraded: the tiers this turn was served without (``"session"``,
+            ``"long_term"``) because they were unreachable and their ``on_unavailable`` is
+            ``degrade``; absent or empty on a healthy turn. A degraded session is not written back.
     """
 
     session: dict[str, Any]
@@ -29,3 +32,4 @@ class MemoryState(MessagesState, total=False):
     memory_version: int
     memory_cursor: str | None
     memory_errors: list[dict[str, str]]
+    memory_degraded: list[str]

@@ -311,7 +311,10 @@ def _check_document(value: Any, where: str, depth: int) -> None:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidFilterError(f"filter on {where!r}: {value!r} is not a finite number")
-    elif not (value is None or isinstance(value, str | int)):
+    elif isinstance(value, str):
+        if "\x00" in value:  # no stored JSON text holds one on PostgreSQL, which refuses it
+            raise InvalidFilterError(f"filter on {where!r}: a string value cannot contain NUL")
+    elif not (value is None or isinstance(value, int)):
         raise InvalidFilterError(f"filter on {where!r}: {type(value).__name__} is not a JSON value")
 
 

@@ -48,12 +48,22 @@ def check_value(value: object) -> dict[str, Any]:
     return dict(value)
 
 
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _check_json(value: Any, where: str, depth: int) -> None:
     if depth > MAX_VALUE_DEPTH:
         raise InvalidStoreValueError(f"{where} is nested more than {MAX_VALUE_DEPTH} levels deep")
     if isinstance(value, str):
         if "\x00" in value:
             raise InvalidStoreValueError(f"{where} contains a NUL character, which PostgreSQL cannot store")
+        if not value.isascii() and _has_lone_surrogate(value):
+            raise InvalidStoreValueError(f"{where} contains a lone surrogate, which is not valid unicode")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidStoreValueError(f"{where} is {value!r}: JSON has no NaN or infinity")
@@ -63,8 +73,8 @@ def _check_json(value: Any, where: str, depth: int) -> None:
                 raise InvalidStoreValueError(
                     f"{where} has a {type(key).__name__} key {key!r}: JSON keys are strings"
                 )
-            if "\x00" in key:
-                raise InvalidStoreValueError(f"{where} has a key with a NUL character")
+            if "\x00" in key or (not key.isascii() and _has_lone_surrogate(key)):
+                raise InvalidStoreValueError(f"{where} has a key with a NUL character or a lone surrogate")
             _check_json(item, f"{where}[{key!r}]", depth + 1)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):

@@ -8,6 +8,7 @@ allowlist) and closes them again.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -78,10 +79,11 @@ async def setup_checkpointer(saver: BaseCheckpointSaver[Any], config: WorkingCon
     url = mask_url(config.url.get_secret_value()) if config.url else config.backend
     with translate_errors(TIER, url):
         try:
-            if hasattr(saver, "asetup"):
-                await saver.asetup()
-            elif hasattr(saver, "setup"):
-                await saver.setup()
+            async with _setup_lock(config):
+                if hasattr(saver, "asetup"):
+                    await saver.asetup()
+                elif hasattr(saver, "setup"):
+                    await saver.setup()
         except Exception as exc:
             if not _is_missing_redis_modules(exc):
                 raise
@@ -89,6 +91,41 @@ async def setup_checkpointer(saver: BaseCheckpointSaver[Any], config: WorkingCon
                 f"working tier ({url}): the redis backend needs Redis 8 or Redis Stack "
                 f"(RediSearch and RedisJSON): {exc}"
             ) from exc
+
+
+# pg_advisory_lock(class, key) held while the PostgreSQL saver sets up (the class is "mt").
+_SETUP_LOCK = (0x6D74, 0x777374)
+_SETUP_LOCK_POLLS = 1200  # 0.1 s apart: a setup waits at most about two minutes for another
+
+
+@asynccontextmanager
+async def _setup_lock(config: WorkingConfig) -> AsyncIterator[None]:
+    """On PostgreSQL, make workers starting together on a new database set up one at a time:
+    LangGraph's setup creates its tables and records its migrations without a lock, so two at
+    once fail on duplicate keys. The lock is held on a connection of its own (not the pool's).
+
+    The waiters poll with ``pg_try_advisory_lock`` instead of blocking in ``pg_advisory_lock``:
+    the setup runs ``CREATE INDEX CONCURRENTLY``, which waits for every open transaction, a
+    blocked lock call included (an undetected deadlock).
+    """
+    if config.backend != "postgres" or config.url is None:
+        yield
+        return
+    import psycopg
+
+    conninfo = postgres_conninfo(config.url.get_secret_value())
+    timeout = max(1, int(config.connect_timeout.total_seconds()))
+    async with await psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, connect_timeout=timeout
+    ) as conn:
+        for _ in range(_SETUP_LOCK_POLLS):
+            row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", _SETUP_LOCK)).fetchone()
+            if row and row[0]:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise BackendUnavailableError(TIER, mask_url(conninfo), "another worker's setup did not finish")
+        yield  # closing the connection releases the lock
 
 
 def _is_missing_redis_modules(exc: Exception) -> bool:

@@ -30,6 +30,7 @@ from memory_tiers.bridge import LoopBridge
 from memory_tiers.config import IdKeysConfig
 from memory_tiers.context import RUNTIME_KEY, TurnIds, read_id, resolve_ids
 from memory_tiers.errors import OwnershipError
+from memory_tiers.translate import translate_errors
 
 _EXTENDED = (
     "delete_for_runs",
@@ -72,6 +73,11 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         self._bridge = bridge
         # Owners never change while a thread exists; the TTL bounds staleness after a delete.
         self._confirmed: TTLCache[str, str] = TTLCache(maxsize=100_000, ttl=60)
+
+    def _translated(self) -> Any:
+        # The saver's driver errors (psycopg, sqlite3, redis) reach callers as memory_tiers
+        # errors, a lost connection as the retriable BackendUnavailableError (cause kept).
+        return translate_errors("working", type(self.inner).__name__)
 
     # -- the check ----------------------------------------------------------------------
 
@@ -116,7 +122,8 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         await self._check(config, claim=False)
-        tup = await self.inner.aget_tuple(config)
+        with self._translated():
+            tup = await self.inner.aget_tuple(config)
         if tup is not None and self._on_load is not None:
             tup = await self._on_load(config, tup)
         return tup
@@ -131,8 +138,9 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
     ) -> AsyncIterator[CheckpointTuple]:
         if config is not None:
             await self._check(config, claim=False)
-        async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
-            yield item
+        with self._translated():
+            async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
+                yield item
 
     async def aput(
         self,
@@ -142,7 +150,8 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         await self._check(config, claim=True)
-        return await self.inner.aput(config, checkpoint, self._stamped(config, metadata), new_versions)
+        with self._translated():
+            return await self.inner.aput(config, checkpoint, self._stamped(config, metadata), new_versions)
 
     async def aput_writes(
         self,
@@ -152,7 +161,8 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         task_path: str = "",
     ) -> None:
         await self._check(config, claim=True)
-        await self.inner.aput_writes(config, writes, task_id, task_path)
+        with self._translated():
+            await self.inner.aput_writes(config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
         self._confirmed.pop(thread_id, None)
@@ -162,7 +172,8 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         self._check_sync(config, claim=False)
-        tup = self.inner.get_tuple(config)
+        with self._translated():
+            tup = self.inner.get_tuple(config)
         if tup is not None and self._on_load is not None:
             tup = self._bridge.run(self._on_load(config, tup))
         return tup
@@ -187,7 +198,8 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         self._check_sync(config, claim=True)
-        return self.inner.put(config, checkpoint, self._stamped(config, metadata), new_versions)
+        with self._translated():
+            return self.inner.put(config, checkpoint, self._stamped(config, metadata), new_versions)
 
     def put_writes(
         self,
@@ -197,7 +209,8 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         task_path: str = "",
     ) -> None:
         self._check_sync(config, claim=True)
-        self.inner.put_writes(config, writes, task_id, task_path)
+        with self._translated():
+            self.inner.put_writes(config, writes, task_id, task_path)
 
     def delete_thread(self, thread_id: str) -> None:
         self._confirmed.pop(thread_id, None)

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Our own version table, so an application's Alembic history on the same database is untouched.
@@ -44,7 +44,22 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await conn.run_sync(_current)
 
 
+# pg_advisory_xact_lock(class, key) taken by an upgrade (the class is consolidate's, "mt").
+_SCHEMA_LOCK = (0x6D74, 0x736368)
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the database schema to ``revision`` in one transaction (where the dialect allows)."""
+    """Bring the database schema to ``revision`` in one transaction (where the dialect allows).
+
+    Workers starting together on a new database take turns: the first migrates, the others
+    then find the schema current (on SQLite the write lock is taken up front, on PostgreSQL an
+    advisory lock).
+    """
     async with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif conn.dialect.name == "postgresql":
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:c, :k)"), dict(zip("ck", _SCHEMA_LOCK, strict=True))
+            )
         await conn.run_sync(_upgrade, revision)

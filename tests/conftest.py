@@ -123,3 +123,27 @@ def checkpointer_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[
     if request.param == "redis":
         working["url"] = request.getfixturevalue("redis_stack_url")
     return {"data_dir": str(tmp_path / "data"), "working": working}
+
+
+@pytest.fixture(scope="module")
+def migrated_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite long-term database at the head schema, shared by one test module."""
+    from helpers import migrated
+
+    return migrated(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('long_term') / 'long_term.db'}")
+
+
+@pytest.fixture(scope="module")
+def migrated_postgres_url(postgres_url: str) -> str:
+    """This run's PostgreSQL database at the head schema (async URL)."""
+    from helpers import migrated
+
+    from memory_tiers.long_term.engine import normalize_sql_url
+
+    return migrated(normalize_sql_url(postgres_url))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def migrated_sql_url(request: pytest.FixtureRequest) -> str:
+    """A long-term database at the head schema: SQLite (per module) or this run's PostgreSQL."""
+    return str(request.getfixturevalue(f"migrated_{request.param}_url"))

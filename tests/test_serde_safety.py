@@ -34,6 +34,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.types import Command, Interrupt, Send
 from pydantic import BaseModel
+from test_working_backends import _working
 
 from memory_tiers import (
     BackendUnavailableError,
@@ -113,14 +114,6 @@ def _config(tmp_path: Path, working: dict[str, Any], allowed: list[str] | None =
         "session": {"url": "memory://"},
         "long_term": {"url": f"sqlite+aiosqlite:///{tmp_path / 'long_term.db'}"},
     }
-
-
-def _working(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
-    if backend == "postgres":
-        return {"backend": backend, "url": request.getfixturevalue("fresh_postgres_url")}
-    if backend == "redis":
-        return {"backend": backend, "url": request.getfixturevalue("redis_stack_url")}
-    return {"backend": backend}
 
 
 BACKENDS = [

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
-from helpers import migrated, unique
+from helpers import unique
 from langgraph.config import get_store
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -24,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from memory_tiers.bridge import LoopBridge
 from memory_tiers.config import IdKeysConfig, StoreConfig
 from memory_tiers.errors import InvalidIdentifierError, UsageError
-from memory_tiers.long_term.engine import normalize_sql_url
 from memory_tiers.long_term.schema import store_items
 from memory_tiers.store import (
     InvalidFilterError,
@@ -34,24 +32,9 @@ from memory_tiers.store import (
 )
 
 
-@pytest.fixture(scope="module")
-def sqlite_scoping_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return migrated(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('scoping') / 'long_term.db'}")
-
-
-@pytest.fixture(scope="module")
-def postgres_scoping_url(postgres_url: str) -> str:
-    return migrated(normalize_sql_url(postgres_url))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return request.getfixturevalue(f"{request.param}_scoping_url")
-
-
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
+async def engine(migrated_sql_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(migrated_sql_url)
     yield engine
     await engine.dispose()
 

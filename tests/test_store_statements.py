@@ -11,43 +11,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from helpers import migrated, unique
+from helpers import unique
 from langgraph.store.base import GetOp, SearchOp
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_tiers.config import IdKeysConfig, StoreConfig
 from memory_tiers.errors import BackendError, BackendUnavailableError
-from memory_tiers.long_term.engine import normalize_sql_url
 from memory_tiers.store import SqlStore
 from memory_tiers.store.asyncpg_reads import AsyncpgReads
 from memory_tiers.store.filters import parse_filter
 from memory_tiers.store.statements import KEY, NAMESPACE, NOW, USER
 
 
-@pytest.fixture(scope="module")
-def sqlite_statements_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return migrated(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('statements') / 'long_term.db'}")
-
-
-@pytest.fixture(scope="module")
-def postgres_statements_url(postgres_url: str) -> str:
-    return migrated(normalize_sql_url(postgres_url))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return request.getfixturevalue(f"{request.param}_statements_url")
-
-
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
+async def engine(migrated_sql_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(migrated_sql_url)
     yield engine
     await engine.dispose()
 
@@ -58,8 +41,8 @@ def store(engine: AsyncEngine) -> SqlStore:
 
 
 @pytest.fixture
-async def postgres_store(postgres_statements_url: str) -> AsyncIterator[SqlStore]:
-    engine = create_async_engine(postgres_statements_url, pool_size=1, max_overflow=0)
+async def postgres_store(migrated_postgres_url: str) -> AsyncIterator[SqlStore]:
+    engine = create_async_engine(migrated_postgres_url, pool_size=1, max_overflow=0)
     yield SqlStore(engine, StoreConfig(), ids=IdKeysConfig())
     await engine.dispose()
 
@@ -153,13 +136,13 @@ async def test_driver_errors_on_the_direct_path_are_translated(postgres_store, m
     assert (await alice.aget(("n",), "k")).value == {"v": 1}  # the connection was fine
 
 
-async def test_a_connection_that_broke_is_not_reused(postgres_store, postgres_statements_url):
+async def test_a_connection_that_broke_is_not_reused(postgres_store, migrated_postgres_url):
     alice = postgres_store.for_user(unique("alice"))
     await alice.aput(("n",), "k", {"v": 1})
     assert await alice.aget(("n",), "k") is not None  # the pool's one connection, now idle
     async with postgres_store.engine.connect() as conn:
         pid = (await conn.get_raw_connection()).driver_connection.get_server_pid()
-    admin = await asyncpg.connect(postgres_statements_url.replace("postgresql+asyncpg", "postgresql"))
+    admin = await asyncpg.connect(migrated_postgres_url.replace("postgresql+asyncpg", "postgresql"))
     try:
         await admin.execute("SELECT pg_terminate_backend($1)", pid)
     finally:

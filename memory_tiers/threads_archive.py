@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from langgraph.checkpoint.base import CheckpointTuple
+
 from memory_tiers.context import TurnIds
 from memory_tiers.errors import UsageError
 from memory_tiers.learning import Turn
@@ -94,12 +96,14 @@ async def archive_thread(
     return result
 
 
-async def _summarize_and_drop(manager: MemoryManager, record: ThreadRecord, head: object) -> ArchiveResult:
+async def _summarize_and_drop(
+    manager: MemoryManager, record: ThreadRecord, head: CheckpointTuple
+) -> ArchiveResult:
     long_term = manager.long_term
     saver = manager.checkpointer.inner
     user_id, thread_id = record.user_id, record.thread_id
-    head_id = checkpoint_id(head)  # type: ignore[arg-type]
-    messages = await thread_messages(saver, head)  # type: ignore[arg-type]
+    head_id = checkpoint_id(head)
+    messages = await thread_messages(saver, head)
     facts = 0
     try:
         if manager.config.working.archive.extract_facts and messages:

@@ -439,3 +439,26 @@ async def test_prune_and_fork_keep_blobs_shared_with_kept_checkpoints_and_branch
     assert source["turns"] == 5 and source["log"] == ["s0", "s1", "s2", "s3", "s4"]
     assert forked["log"][: len(before[old][0]["log"])] == before[old][0]["log"]
     assert forked["turns"] == before[old][0]["turns"] + 2
+
+
+async def test_export_shows_messages_kept_in_a_delta_channel(checkpointer_config):
+    from langchain_core.messages import AIMessage
+
+    alice, thread = unique("alice"), unique("t")
+
+    def reply(state: DeltaMessages) -> dict[str, Any]:
+        return {"messages": [AIMessage("Noted.")]}
+
+    builder = StateGraph(DeltaMessages)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    async with MemoryManager(checkpointer_config) as manager:
+        graph = builder.compile(checkpointer=manager.checkpointer)
+        for text in ("first", "second", "third", "fourth"):
+            await graph.ainvoke({"messages": [("user", text)]}, turn_config(alice, thread))
+        exported = await manager.users.export(alice)
+
+    [exported_thread] = [t for t in exported["working"]["threads"] if t["thread_id"] == thread]
+    latest = max(exported_thread["checkpoints"], key=lambda c: c["id"])
+    said = [m["data"]["content"] for m in latest["channel_values"]["messages"] if m["type"] == "human"]
+    assert said == ["first", "second", "third", "fourth"]  # rebuilt, not the stored sentinel

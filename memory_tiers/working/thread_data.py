@@ -11,6 +11,7 @@ from memory_tiers.errors import BackendError
 from memory_tiers.jsonable import to_json
 from memory_tiers.working.chain import is_saver
 from memory_tiers.working.guard import OwnershipGuardedSaver
+from memory_tiers.working.state import channel_values
 
 # Savers whose adelete_thread removes all of a thread in one call.
 DELETES_EVERYTHING = ("InMemorySaver", "AsyncSqliteSaver", "AsyncPostgresSaver")
@@ -24,8 +25,8 @@ def _thread(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
 
-def checkpoint_record(tup: CheckpointTuple) -> dict[str, Any]:
-    """One checkpoint: its ids, timestamp, metadata, channel values and pending writes, as JSON."""
+def checkpoint_record(tup: CheckpointTuple, values: dict[str, Any]) -> dict[str, Any]:
+    """One checkpoint: its ids, timestamp, metadata, channel ``values`` and pending writes, as JSON."""
     configurable = tup.config["configurable"]
     parent = (tup.parent_config or {}).get("configurable") or {}
     return {
@@ -34,7 +35,7 @@ def checkpoint_record(tup: CheckpointTuple) -> dict[str, Any]:
         "parent_id": parent.get("checkpoint_id"),
         "ts": tup.checkpoint["ts"],
         "metadata": to_json(tup.metadata),
-        "channel_values": to_json(tup.checkpoint["channel_values"]),
+        "channel_values": to_json(values),
         "pending_writes": [
             {"task_id": task_id, "channel": channel, "value": to_json(value)}
             for task_id, channel, value in tup.pending_writes or ()
@@ -43,8 +44,12 @@ def checkpoint_record(tup: CheckpointTuple) -> dict[str, Any]:
 
 
 async def export_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> list[dict[str, Any]]:
-    """Every checkpoint of the thread, in every namespace, newest first (as the saver lists them)."""
-    return [checkpoint_record(tup) async for tup in saver.alist(_thread(thread_id))]
+    """Every checkpoint of the thread, in every namespace, newest first (as the saver lists them),
+    with a ``messages`` channel stored as deltas rebuilt, so the export shows each state whole."""
+    return [
+        checkpoint_record(tup, await channel_values(saver, tup))
+        async for tup in saver.alist(_thread(thread_id))
+    ]
 
 
 async def _has_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:

@@ -1,10 +1,9 @@
 """Seeding many users' facts fast, straight into the library's tables (schema.py's columns).
 
-PostgreSQL gets them by COPY (asyncpg ``copy_records_to_table``): the generated
-``search_vector`` column and its GIN index are filled by the server, then the table is
-ANALYZEd (as autovacuum would after a bulk load). SQLite gets them by one ``executemany`` of
-the Core insert compiled from ``schema.facts``: the library's FTS5 triggers fill
-``mt_facts_fts`` row by row. Both fill ``search_text`` with the library's own function.
+PostgreSQL gets them by COPY (asyncpg ``copy_records_to_table``), then the table is ANALYZEd
+(as autovacuum would after a bulk load). SQLite gets them by one ``executemany`` of the Core
+insert compiled from ``schema.facts``. Both fill ``search_text`` with the library's own
+function.
 
 The data: user ``u00042`` has ``facts_per_user`` current facts, each an attribute from a
 small list and two words from a synthetic vocabulary of ``VOCABULARY`` words, so a word
@@ -146,8 +145,8 @@ def _sqlite_insert(table: Any, columns: tuple[str, ...]) -> str:
 
 
 def seed_sqlite(path: Path, corpus: Corpus) -> None:
-    """Insert the corpus with the Core inserts of ``schema.facts`` / ``schema.profiles``
-    (the FTS5 table is filled by the library's triggers), in one transaction per batch."""
+    """Insert the corpus with the Core inserts of ``schema.facts`` / ``schema.profiles``, in one
+    transaction per batch."""
     conn = sqlite3.connect(path, timeout=30)
     try:
         # Seeding only: a crash would lose benchmark data, never a user's.

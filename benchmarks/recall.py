@@ -27,7 +27,7 @@ from typing import Any
 from benchmarks import facts_seed, report
 from benchmarks.curves import RECALL, Curve
 from benchmarks.measure import Plan, Stats, Variant, interleave
-from benchmarks.query_plans import captured, explain, full_text_index_used
+from benchmarks.query_plans import captured, explain, scans_every_fact
 from benchmarks.recall_floor import RecallFloor, postgres_recall_floor, sqlite_recall_floor
 from benchmarks.servers import Servers
 from memory_tiers import MemoryManager
@@ -178,8 +178,8 @@ def _print_plan(label: str, plan: list[str]) -> None:
     report.note(f"plan {label}:")
     for line in plan:
         report.note(f"plan   {line if len(line) <= PLAN_LINE else line[: PLAN_LINE - 3] + '...'}")
-    if full_text_index_used(plan):
-        report.note(f"plan warning: {label} reads the full-text index, i.e. every user's matching facts")
+    if scans_every_fact(plan):
+        report.note(f"plan warning: {label} scans the facts table, i.e. every user's facts")
 
 
 def _targets(database: str, size: int, stats: dict[str, Stats]) -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from alembic import command
 from alembic.script import ScriptDirectory
 from helpers import unique
 from sqlalchemy import text
@@ -112,7 +113,14 @@ async def seed_0005(engine: AsyncEngine, user: str) -> None:
         )
 
 
-SEEDS = {"0001": seed_0001, "0002": seed_0002, "0003": seed_0003, "0004": seed_0004, "0005": seed_0005}
+SEEDS = {
+    "0001": seed_0001,
+    "0002": seed_0002,
+    "0003": seed_0003,
+    "0004": seed_0004,
+    "0005": seed_0005,
+    "0006": seed_0005,  # 0006 only rewrote search texts and added an index: the same rows
+}
 
 
 @pytest.fixture
@@ -173,3 +181,40 @@ async def test_facts_stored_before_0006_are_found_without_their_accents(empty_en
         [found] = await store.search_facts(f"{user}-b", query)
         assert (found.id, found.value) == (f"{user}-accented", "São Paulo")
         assert found.score > 2 / 3  # both words count: the search text was folded
+
+
+async def full_text_objects(engine: AsyncEngine) -> set[str]:
+    """The facts' full-text index objects present in the database (revisions 0002 to 0006)."""
+    async with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            found = await conn.execute(text("SELECT name FROM sqlite_master WHERE name LIKE 'mt_facts_fts%'"))
+        else:
+            found = await conn.execute(
+                text(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'mt_facts' "
+                    "AND column_name = 'search_vector' UNION ALL "
+                    "SELECT indexname FROM pg_indexes WHERE indexname = 'ix_mt_facts_search'"
+                )
+            )
+        return {name for (name,) in found}
+
+
+async def test_0007_drops_the_unused_full_text_index_and_a_downgrade_rebuilds_it(empty_engine):
+    user = unique("alice")
+    await migrate.upgrade(empty_engine, "0006")
+    await seed_0005(empty_engine, user)
+    before = await full_text_objects(empty_engine)
+    assert before  # the FTS5 table and its triggers, or the tsvector column and its GIN index
+
+    await migrate.upgrade(empty_engine)
+    assert await full_text_objects(empty_engine) == set()
+    [found] = await LongTermStore(empty_engine).search_facts(user, "jazz")  # search needs none of it
+    assert found.id == f"{user}-fact"
+
+    async with empty_engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.downgrade(migrate._alembic_config(sync), "0006"))
+    assert await full_text_objects(empty_engine) == before
+    if empty_engine.dialect.name == "sqlite":  # rebuilt from the facts, not left empty
+        async with empty_engine.connect() as conn:
+            hits = await conn.execute(text("SELECT rowid FROM mt_facts_fts WHERE mt_facts_fts MATCH 'jazz'"))
+            assert len(hits.all()) == 1

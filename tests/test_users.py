@@ -22,7 +22,7 @@ import redis.asyncio
 from helpers import memory_graph, turn_config, unique
 from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 import memory_tiers.long_term.user_data
 import memory_tiers.users
@@ -81,20 +81,6 @@ async def sql_rows(manager: MemoryManager, user_id: str) -> dict[str, int]:
             )
             for table in USER_TABLES
         }
-
-
-async def fts_matches(manager: MemoryManager, word: str) -> int | None:
-    """Facts the SQLite full-text index finds for ``word`` (None on PostgreSQL, whose index is a
-    generated column of the row itself)."""
-    if manager.long_term.dialect != "sqlite":
-        return None
-    async with manager.long_term.engine.connect() as conn:
-        # The index must agree with the facts table it indexes.
-        await conn.execute(text("INSERT INTO mt_facts_fts(mt_facts_fts) VALUES ('integrity-check')"))
-        found = await conn.execute(
-            text("SELECT rowid FROM mt_facts_fts WHERE mt_facts_fts MATCH :w"), {"w": word}
-        )
-        return len(found.all())
 
 
 async def is_tombstone(manager: MemoryManager, person: Person, key: str) -> bool:
@@ -161,7 +147,6 @@ async def probe(manager: MemoryManager, backend: str, person: Person) -> dict[st
     """Everything of the person found by looking into the backends directly."""
     return {
         "sql": {name: n for name, n in (await sql_rows(manager, person.user_id)).items() if n},
-        "fts": await fts_matches(manager, person.canary),
         "redis": await redis_leaks(manager, person),
         "checkpoints": {t: n for t in person.threads if (n := await checkpoint_entries(manager, backend, t))},
     }
@@ -169,7 +154,6 @@ async def probe(manager: MemoryManager, backend: str, person: Person) -> dict[st
 
 def assert_all_there(found: dict[str, Any], person: Person) -> None:
     assert set(found["sql"]) == {table.name for table in USER_TABLES}, found
-    assert found["fts"] is None or found["fts"] > 0
     user_tag, claim = f"{{{person.user_id}}}", f"{{{person.live_session}}}"
     assert any(user_tag in key for key in found["redis"]) and any(claim in key for key in found["redis"])
     assert set(found["checkpoints"]) == set(person.threads), found
@@ -179,8 +163,7 @@ NOTHING = {"sql": {}, "redis": [], "checkpoints": {}}
 
 
 def assert_nothing_left(found: dict[str, Any]) -> None:
-    assert found["fts"] in (None, 0)
-    assert {k: v for k, v in found.items() if k != "fts"} == NOTHING
+    assert found == NOTHING
 
 
 # -- backends -----------------------------------------------------------------------------

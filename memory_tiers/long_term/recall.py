@@ -8,11 +8,11 @@ A fact's score is a weighted sum of three scores in [0, 1]:
 - confidence: the fact's consolidated confidence.
 
 `search_facts` keeps the facts with at least one of the query's words and ranks them the same
-way. Both read only the user's rows, through the user index: the full-text indexes (PostgreSQL's
-GIN on ``search_vector``, SQLite's FTS5 ``mt_facts_fts``) would first find every user's facts
-with those words, which at a million facts costs many times the user's own hundred rows. Words
-are matched in ``search_text``, folded the same way on both databases (case and Latin
-diacritics: "São" finds "sao"), so both answer alike.
+way. Both read only the user's rows, through the user index: a full-text index would first find
+every user's facts with those words, which at a million facts costs many times the user's own
+hundred rows (migration 0007 dropped the ones the schema had). Words are matched in
+``search_text``, folded the same way on both databases (case and Latin diacritics: "São" finds
+"sao"), so both answer alike.
 
 The top k facts by score come with every pinned fact (up to ``pinned_limit``) in the same query.
 Flagged facts (instruction-shaped, see hygiene.py) are never recalled. With semantic recall on,

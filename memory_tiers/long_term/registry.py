@@ -25,6 +25,7 @@ from memory_tiers.errors import InvalidIdentifierError, OwnershipError, UsageErr
 from memory_tiers.long_term.consolidate import insert_for
 from memory_tiers.long_term.models import ThreadRecord
 from memory_tiers.long_term.schema import threads
+from memory_tiers.store.items import check_value
 from memory_tiers.translate import translate_errors
 
 TIER = "long_term"
@@ -57,7 +58,7 @@ def _check_metadata_filter(metadata: Mapping[str, Any]) -> dict[str, Any]:
                 f"metadata filter {key!r}: only strings, numbers and booleans can be matched, "
                 f"got {type(value).__name__}"
             )
-    return dict(metadata)
+    return check_value(metadata)  # and storable: no NUL (PostgreSQL's jsonb), no NaN
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class ThreadRegistry:
             "user_id": user_id,
             "session_id": session_id,
             "status": status,
-            "metadata": dict(metadata or {}),
+            "metadata": check_value(metadata or {}),
             "namespace": validate_name("namespace", namespace),
             "created_at": now,
             "last_active_at": now,

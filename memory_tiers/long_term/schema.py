@@ -71,9 +71,6 @@ facts = Table(
     # The fact's words, case-folded and space-padded, for relevance scoring (recall.search_text).
     Column("search_text", Text, nullable=False, server_default=""),
 )
-# Full-text search columns are dialect-specific and live in migration 0002: on PostgreSQL a
-# generated ``search_vector`` tsvector with a GIN index, on SQLite the FTS5 table ``mt_facts_fts``
-# kept in step by triggers. See long_term/recall.py.
 # One current fact per (user, subject, attribute, value): duplicates merge by constraint,
 # never by check-then-insert.
 current_fact_key = Index(

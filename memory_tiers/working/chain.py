@@ -182,7 +182,6 @@ class PrunePlan:
 
     delete: dict[str, set[str]] = field(default_factory=dict)
     freed_blobs: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
-    window: int = 0  # newest-first position of the oldest kept checkpoint + 1, over namespaces
 
     @property
     def checkpoints(self) -> int:
@@ -194,10 +193,7 @@ def plan_prune(by_ns: Mapping[str, InfoChain], keep_last: int) -> PrunePlan:
     """Keep the newest ``keep_last`` checkpoints of each namespace and what they depend on."""
     plan = PrunePlan()
     for ns, chain in by_ns.items():
-        newest_first = sorted(chain, reverse=True)
-        position = {cid: i for i, cid in enumerate(newest_first)}
-        kept = with_dependencies(chain, newest_first[:keep_last])
-        plan.window = max(plan.window, max(position[cid] for cid in kept) + 1)
+        kept = with_dependencies(chain, sorted(chain, reverse=True)[:keep_last])
         doomed = set(chain) - kept
         if not doomed:
             continue

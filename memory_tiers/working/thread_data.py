@@ -45,11 +45,12 @@ def checkpoint_record(tup: CheckpointTuple, values: dict[str, Any]) -> dict[str,
 
 async def export_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> list[dict[str, Any]]:
     """Every checkpoint of the thread, in every namespace, newest first (as the saver lists them),
-    with a ``messages`` channel stored as deltas rebuilt, so the export shows each state whole."""
-    return [
-        checkpoint_record(tup, await channel_values(saver, tup))
-        async for tup in saver.alist(_thread(thread_id))
-    ]
+    with a ``messages`` channel stored as deltas rebuilt, so the export shows each state whole.
+
+    The listing is read to its end before any delta history is: AsyncSqliteSaver holds its
+    connection lock for the whole of an ``alist``, so a read inside the loop would wait forever."""
+    tuples = [tup async for tup in saver.alist(_thread(thread_id))]
+    return [checkpoint_record(tup, await channel_values(saver, tup)) for tup in tuples]
 
 
 async def _has_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:

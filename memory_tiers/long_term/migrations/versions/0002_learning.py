@@ -48,21 +48,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("pinned", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("flagged", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("embedding", sa.JSON()))
-    if dialect == "postgresql":
-        op.execute(
-            f"ALTER TABLE mt_facts ADD COLUMN search_vector tsvector "
-            f"GENERATED ALWAYS AS ({PG_SEARCH_VECTOR}) STORED"
-        )
-        op.create_index("ix_mt_facts_search", "mt_facts", ["search_vector"], postgresql_using="gin")
-    else:
-        # tokenchars '' and the unicode61 tokenizer split on '_' like PostgreSQL's parser.
-        op.execute(
-            "CREATE VIRTUAL TABLE mt_facts_fts USING fts5(subject, attribute, value, "
-            "content='mt_facts', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')"
-        )
-        for trigger in SQLITE_FTS_TRIGGERS:
-            op.execute(trigger)
-        op.execute("INSERT INTO mt_facts_fts(mt_facts_fts) VALUES ('rebuild')")
+    create_full_text(dialect)
 
     op.create_table(
         "mt_fact_observations",
@@ -104,6 +90,35 @@ def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     op.drop_table("mt_store_items")
     op.drop_table("mt_fact_observations")
+    drop_full_text(dialect)
+    with op.batch_alter_table("mt_facts") as batch:
+        batch.drop_column("embedding")
+        batch.drop_column("flagged")
+        batch.drop_column("pinned")
+
+
+def create_full_text(dialect: str) -> None:
+    """The facts' full-text index: a generated tsvector with a GIN index on PostgreSQL, an FTS5
+    table kept by triggers on SQLite. Revision 0007 drops it again (recall never used it)."""
+    if dialect == "postgresql":
+        op.execute(
+            f"ALTER TABLE mt_facts ADD COLUMN search_vector tsvector "
+            f"GENERATED ALWAYS AS ({PG_SEARCH_VECTOR}) STORED"
+        )
+        op.create_index("ix_mt_facts_search", "mt_facts", ["search_vector"], postgresql_using="gin")
+    else:
+        # tokenchars '' and the unicode61 tokenizer split on '_' like PostgreSQL's parser.
+        op.execute(
+            "CREATE VIRTUAL TABLE mt_facts_fts USING fts5(subject, attribute, value, "
+            "content='mt_facts', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')"
+        )
+        for trigger in SQLITE_FTS_TRIGGERS:
+            op.execute(trigger)
+        op.execute("INSERT INTO mt_facts_fts(mt_facts_fts) VALUES ('rebuild')")
+
+
+def drop_full_text(dialect: str) -> None:
+    """Undo `create_full_text`."""
     if dialect == "postgresql":
         op.drop_index("ix_mt_facts_search", table_name="mt_facts")
         op.execute("ALTER TABLE mt_facts DROP COLUMN search_vector")
@@ -111,7 +126,3 @@ def downgrade() -> None:
         for name in ("insert", "delete", "update"):
             op.execute(f"DROP TRIGGER IF EXISTS mt_facts_fts_{name}")
         op.execute("DROP TABLE IF EXISTS mt_facts_fts")
-    with op.batch_alter_table("mt_facts") as batch:
-        batch.drop_column("embedding")
-        batch.drop_column("flagged")
-        batch.drop_column("pinned")

@@ -12,6 +12,8 @@ from memory_tiers.errors import (
     OwnershipError,
     StateSchemaError,
     SummarizerError,
+    ThreadConflictError,
+    ThreadLockTimeoutError,
     UnsafeCheckpointError,
     UsageError,
 )
@@ -35,6 +37,8 @@ __all__ = [
     "OwnershipError",
     "StateSchemaError",
     "SummarizerError",
+    "ThreadConflictError",
+    "ThreadLockTimeoutError",
     "UnsafeCheckpointError",
     "UsageError",
 ]

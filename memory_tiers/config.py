@@ -207,6 +207,22 @@ class SerdeConfig(_Section):
     )
 
 
+class ThreadLockConfig(_Section):
+    """``manager.threads.lock``: one run at a time per thread, across workers (see
+    ``docs/locking.md``)."""
+
+    timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="how long lock() waits for another run of the thread before it raises "
+        "ThreadLockTimeoutError (a call may pass its own timeout)",
+    )
+    lease: Duration = Field(
+        default=timedelta(seconds=60),
+        description="how long the lock outlives a worker that died holding it; a live holder "
+        "renews it every lease/3",
+    )
+
+
 class WorkingConfig(_Section):
     """Working memory: the LangGraph checkpointer that persists each thread's graph state."""
 
@@ -232,6 +248,13 @@ class WorkingConfig(_Section):
     )
     retention: RetentionConfig = RetentionConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    fencing: bool = Field(
+        default=True,
+        description="every checkpoint write of a run compare-and-sets the thread's head, so a run "
+        "that another run of the same thread overtook fails with ThreadConflictError instead of "
+        "forking the history (heads live in the session tier's Redis; per process on fakeredis)",
+    )
+    lock: ThreadLockConfig = ThreadLockConfig()
 
     @model_validator(mode="after")
     def _url_required_for_servers(self) -> WorkingConfig:

@@ -54,6 +54,29 @@ class BackendUnavailableError(BackendError, ConnectionError):
         self.url = url
 
 
+class ThreadConflictError(BackendError):
+    """Another run of the same thread got there first; this run wrote nothing more.
+
+    Raised by the checkpointer when a run writes on top of a checkpoint the thread has moved
+    past (another run advanced it since this run loaded it), and by ``manager.threads.lock``
+    when the thread stays locked beyond the timeout. Like a serialization failure in SQL it is
+    retriable: run the turn again, it starts from the thread's new latest checkpoint (see
+    ``docs/locking.md``). It derives from `BackendError`, so code that already retries a turn
+    on ``BackendError`` handles it.
+
+    Attributes:
+        thread_id: the thread.
+    """
+
+    def __init__(self, message: str, *, thread_id: str) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+
+
+class ThreadLockTimeoutError(ThreadConflictError, TimeoutError):
+    """``manager.threads.lock`` waited its timeout for another run of the thread to finish."""
+
+
 class UsageError(MemoryTiersError, RuntimeError):
     """The library was called in a way it cannot serve (for example before it was opened)."""
 

@@ -47,6 +47,7 @@ from memory_tiers.summarizers import build_summarizer
 from memory_tiers.threads import ThreadsAPI
 from memory_tiers.users import UsersAPI
 from memory_tiers.working.checkpointer import open_checkpointer, setup_checkpointer
+from memory_tiers.working.fencing import CheckpointFence, thread_heads
 from memory_tiers.working.guard import OwnershipGuardedSaver, guard_checkpointer
 
 
@@ -226,6 +227,21 @@ class MemoryManager:
             bridge=self.bridge,
             on_load=self._state_upgrader(saver),
             stamp={WRITER_VERSION_KEY: cfg.state.version},
+            fence=self._fence(saver),
+        )
+
+    def _fence(self, saver: BaseCheckpointSaver[Any]) -> CheckpointFence | None:
+        """Fenced checkpoint writes (``working.fencing``), heads on the session tier's Redis."""
+        if not self.config.working.fencing:
+            return None
+        store = self.session_store
+        return CheckpointFence(
+            thread_heads(store.client, store.keys, store.masked_url),
+            saver,
+            degrade=self.config.session.on_unavailable == "degrade",
+            on_degraded=lambda error: self.metrics.add(
+                "degradations", attributes={"memory_tiers.tier": "session", "memory_tiers.operation": "fence"}
+            ),
         )
 
     def _state_upgrader(self, saver: BaseCheckpointSaver[Any]) -> Any:
@@ -360,7 +376,9 @@ class MemoryManager:
 
         It is LangGraph's saver for the configured backend behind an ownership guard: a run
         whose config names a user can only read and write that user's threads, and a new
-        thread is registered to the first user who writes to it.
+        thread is registered to the first user who writes to it. Each write of a run is fenced
+        (``working.fencing``): a run that another run of the thread overtook raises
+        `ThreadConflictError` with nothing written (see ``docs/locking.md``).
         """
         return self._opened(self._checkpointer, "checkpointer")
 

@@ -8,9 +8,10 @@ Operations go through LangGraph's checkpointer API, so they work the same on eve
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
@@ -31,6 +32,7 @@ from memory_tiers.working.chain import (
 )
 from memory_tiers.working.chain import checkpoint_id as id_of
 from memory_tiers.working.diff import StateDiff, diff_values
+from memory_tiers.working.run_lock import ThreadLocks, thread_locks
 from memory_tiers.working.state import channel_values
 from memory_tiers.working.thread_data import delete_checkpoints
 
@@ -72,6 +74,7 @@ class ThreadsAPI:
 
     def __init__(self, manager: MemoryManager) -> None:
         self._manager = manager
+        self._locks: tuple[object, ThreadLocks] | None = None  # (the session store, its locks)
 
     @property
     def _registry(self) -> ThreadRegistry:
@@ -85,7 +88,10 @@ class ThreadsAPI:
         keys = self._manager.config.ids
         configurable: dict[str, Any] = {keys.user: user_id, keys.thread: thread_id}
         if checkpoint is not None:
-            configurable["checkpoint_id"] = checkpoint
+            # InMemorySaver and the SQLite saver hand a by-id load back with the caller's own
+            # config, and LangGraph's update_state writes on top of that: it must name the
+            # namespace.
+            configurable |= {"checkpoint_ns": "", "checkpoint_id": checkpoint}
         return {"configurable": configurable}
 
     async def _owned(self, user_id: str, thread_id: str) -> ThreadRecord:
@@ -105,6 +111,48 @@ class ThreadsAPI:
             what = f"checkpoint {checkpoint!r}" if checkpoint else "any checkpoint"
             raise NotFoundError(f"thread {thread_id!r} has no {what}")
         return tup
+
+    def _thread_locks(self) -> ThreadLocks:
+        store = self._manager.session_store
+        if self._locks is None or self._locks[0] is not store:  # opened (again)
+            lease = self._manager.config.working.lock.lease.total_seconds()
+            self._locks = (
+                store,
+                thread_locks(store.client, store.keys, lease=lease, masked_url=store.masked_url),
+            )
+        return self._locks[1]
+
+    # -- one run at a time --------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lock(
+        self, user_id: str, thread_id: str, *, timeout: float | timedelta | None = None
+    ) -> AsyncIterator[None]:
+        """Hold the thread's run lock for the block: runs of the thread inside ``lock`` blocks,
+        in any worker sharing the session tier's Redis, run one at a time.
+
+        ``async with manager.threads.lock(user, thread): await graph.ainvoke(...)``. It is a
+        lease (``working.lock.lease``) renewed while the block runs, so a worker that dies
+        holding it frees it after the lease; with the embedded fakeredis it is an
+        ``asyncio.Lock``, serializing the runs of this process only. A thread nobody owns
+        yet can be locked (its first run claims it).
+
+        Args:
+            timeout: how long to wait for another run's lock; ``working.lock.timeout`` by default.
+
+        Raises:
+            OwnershipError: the thread belongs to another user.
+            ThreadLockTimeoutError: the lock stayed held beyond ``timeout``.
+        """
+        user_id, thread_id = validate_id("user_id", user_id), validate_id("thread_id", thread_id)
+        record = await self._registry.get(thread_id)
+        if record is not None and record.user_id != user_id:
+            raise OwnershipError(f"thread {thread_id!r} belongs to another user")
+        if timeout is None:
+            timeout = self._manager.config.working.lock.timeout
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        async with self._thread_locks().hold(user_id, thread_id, seconds):
+            yield
 
     # -- the registry -------------------------------------------------------------------
 

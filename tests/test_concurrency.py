@@ -34,6 +34,7 @@ from langchain_core.messages import AIMessage
 from sqlalchemy import text
 
 from memory_tiers import MemoryManager, MemoryState, MemoryTiersError
+from memory_tiers.errors import ThreadConflictError
 
 KILL_ROUNDS = 4
 TURNS_PER_ROUND = 300  # far more than a worker runs before it is killed
@@ -156,12 +157,6 @@ SAME_THREAD_ROUNDS = 5
 
 @pytest.mark.postgres
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    reason="no per-thread lock yet: two runs on one thread both start from the same checkpoint, "
-    "so the history forks and the turn whose checkpoint is not the latest is lost "
-    "(see 'Not proven yet' in docs/reliability.md)",
-)
 async def test_two_workers_on_one_thread_neither_lose_nor_fork_history(
     fresh_postgres_url, redis_url, redis_prefix, tmp_path
 ):
@@ -197,6 +192,50 @@ async def test_two_workers_on_one_thread_neither_lose_nor_fork_history(
 
     assert sorted(history) == sorted(acked)  # each acknowledged turn exactly once, nothing else
     assert len(acked) + len(conflicts) == 2 * SAME_THREAD_ROUNDS
+    # The loser of each round is told, with the typed, retriable error naming the thread.
+    assert [type(error) for error in conflicts] == [ThreadConflictError] * len(conflicts)
+    assert {error.thread_id for error in conflicts} <= {thread}
+    print(f"\nsame thread, no lock: {len(acked)} acknowledged, {len(conflicts)} refused as conflicts")
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_two_workers_locking_the_thread_run_every_turn_in_a_serial_order(
+    fresh_postgres_url, redis_url, redis_prefix, tmp_path
+):
+    config = _servers_config(fresh_postgres_url, redis_url, redis_prefix, tmp_path)
+    user, thread = "alice", "t-locked"
+    inside = 0
+    overlapped = False
+
+    async def exclusive_agent(state: MemoryState) -> dict[str, Any]:
+        nonlocal inside, overlapped
+        inside += 1
+        overlapped |= inside > 1
+        await asyncio.sleep(0.05)  # room for the other worker's run, were it not waiting
+        inside -= 1
+        return {"messages": [AIMessage(f"ack {state['messages'][-1].content}")]}
+
+    acked: list[str] = []
+    async with MemoryManager(config) as first, MemoryManager(config) as second:
+        workers = [
+            (first, fault_graph(first, exclusive_agent)),
+            (second, fault_graph(second, exclusive_agent)),
+        ]
+
+        async def turn(worker: int, tag: str) -> None:
+            manager, graph = workers[worker]
+            async with manager.threads.lock(user, thread):
+                await run_turn(graph, user, thread, tag)
+                acked.append(tag)
+
+        for round_ in range(SAME_THREAD_ROUNDS):
+            await asyncio.wait_for(asyncio.gather(turn(0, f"a{round_}"), turn(1, f"b{round_}")), 60)
+        history = turn_pairs(await thread_history(first, user, thread))
+
+    assert len(acked) == 2 * SAME_THREAD_ROUNDS  # nothing refused, nothing failed
+    assert history == acked  # every turn once, in the order the lock let them run
+    assert not overlapped
 
 
 SHARED_WORKERS = 3

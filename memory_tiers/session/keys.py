@@ -2,9 +2,11 @@
 
 A user's session documents, their shadow copies and their index share the ``{user_id}`` hash
 tag, so they live in one Cluster slot. The owner claim is keyed by the session id alone: it is
-what lets the store refuse a session id that another user already holds. The expiry index is
-one key for the whole prefix (its own slot); its members name a user and a session, separated
-by a space, which no validated id contains.
+what lets the store refuse a session id that another user already holds. A thread's heads
+(fencing) are keyed by the thread id alone, as LangGraph keys its checkpoints; a thread's run
+lock carries its user's hash tag. The expiry index is one key for the whole prefix (its own
+slot); its members name a user and a session, separated by a space, which no validated id
+contains.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class SessionKeys:
         ('alice', 's1')
         >>> keys.user_key_kind("alice", "app:{alice}:session-shadow:s1")
         ('session-shadow', 's1')
+        >>> keys.thread_heads("t1"), keys.thread_lock("alice", "t1")
+        ('app:heads:{t1}', 'app:{alice}:thread-lock:t1')
     """
 
     prefix: str
@@ -69,6 +73,15 @@ class SessionKeys:
     def claim(self, session_id: str) -> str:
         """The owner of a session id, held as long as the session lives."""
         return f"{self.prefix}:session-owner:{{{session_id}}}"
+
+    def thread_heads(self, thread_id: str) -> str:
+        """A hash of a thread's latest checkpoint per namespace, for fencing checkpoint writes
+        (`memory_tiers.working.fencing`). Keyed by the thread alone: checkpoints are."""
+        return f"{self.prefix}:heads:{{{thread_id}}}"
+
+    def thread_lock(self, user_id: str, thread_id: str) -> str:
+        """The lease lock of ``manager.threads.lock`` on one of the user's threads."""
+        return f"{self.prefix}:{{{user_id}}}:thread-lock:{thread_id}"
 
     def expiry_index(self) -> str:
         """A sorted set of every session with a shadow, scored by its expiry time (epoch seconds)."""

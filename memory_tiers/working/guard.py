@@ -8,7 +8,11 @@ A graph run must name its user; other calls without a user id (``get_state``, to
 conformance suites) pass straight through.
 
 The manager also gives it an ``on_load`` hook: the latest checkpoint of a thread is brought to
-the current state version (see memory_tiers/state/checkpoints.py) before LangGraph sees it.
+the current state version (see memory_tiers/state/checkpoints.py) before LangGraph sees it,
+and a ``fence``: each checkpoint write of a run compare-and-sets the thread's head first, so a
+run that another run of the same thread overtook raises `ThreadConflictError` with nothing
+written (see memory_tiers/working/fencing.py). Pending writes (``aput_writes``) are not
+fenced: they attach to the checkpoint their task ran on, which a later write fences.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from memory_tiers.config import IdKeysConfig
 from memory_tiers.context import RUNTIME_KEY, TurnIds, read_id, resolve_ids
 from memory_tiers.errors import OwnershipError
 from memory_tiers.translate import translate_errors
+from memory_tiers.working.fencing import CheckpointFence, Claim, mark_loaded
 
 _EXTENDED = (
     "delete_for_runs",
@@ -62,9 +67,11 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         bridge: LoopBridge,
         on_load: LoadHook | None = None,
         stamp: Mapping[str, Any] | None = None,
+        fence: CheckpointFence | None = None,
     ) -> None:
         super().__init__(serde=inner.serde)
         self.inner = inner
+        self.fence = fence
         self._on_load = on_load
         self._stamp = dict(stamp or {})
         self._keys = keys
@@ -118,6 +125,41 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         if self._ids(config) is not None:
             self._bridge.run(self._check(config, claim=claim))
 
+    # -- fencing ------------------------------------------------------------------------
+
+    def _fenced(self, config: RunnableConfig) -> bool:
+        return (
+            self.fence is not None
+            and (config.get("configurable") or {}).get("thread_id") is not None
+            and self._ids(config) is not None
+        )
+
+    def _marked(
+        self, config: RunnableConfig, tup: CheckpointTuple | None, *, by_id: bool
+    ) -> CheckpointTuple | None:
+        """A loaded tuple, marked for branching when it was asked for by id (fencing.py)."""
+        if tup is None or not self._fenced(config):
+            return tup
+        return mark_loaded(config, tup, by_id=by_id)
+
+    def _by_id(self, config: RunnableConfig) -> bool:
+        return bool((config.get("configurable") or {}).get("checkpoint_id"))
+
+    async def _claim_head(self, config: RunnableConfig, checkpoint: Checkpoint) -> Claim | None:
+        if not self._fenced(config):
+            return None
+        assert self.fence is not None
+        with self._translated():
+            return await self.fence.claim(config, checkpoint)
+
+    async def _undo(self, claim: Claim | None) -> None:
+        if claim is not None and self.fence is not None:
+            await self.fence.undo(claim)
+
+    async def _forget_heads(self, thread_id: str) -> None:
+        if self.fence is not None:
+            await self.fence.forget(str(thread_id))
+
     # -- async API ----------------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -126,7 +168,7 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
             tup = await self.inner.aget_tuple(config)
         if tup is not None and self._on_load is not None:
             tup = await self._on_load(config, tup)
-        return tup
+        return self._marked(config, tup, by_id=self._by_id(config))
 
     async def alist(
         self,
@@ -138,9 +180,12 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
     ) -> AsyncIterator[CheckpointTuple]:
         if config is not None:
             await self._check(config, claim=False)
+        # A listing from before a checkpoint is how a subgraph replaying with its parent loads
+        # its starting point: writes on top of what it yields may branch.
+        mark = config is not None and before is not None and self._fenced(config)
         with self._translated():
             async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
-                yield item
+                yield mark_loaded(config, item, by_id=True) if mark and config is not None else item
 
     async def aput(
         self,
@@ -150,8 +195,15 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         await self._check(config, claim=True)
-        with self._translated():
-            return await self.inner.aput(config, checkpoint, self._stamped(config, metadata), new_versions)
+        claim = await self._claim_head(config, checkpoint)  # raises ThreadConflictError
+        try:
+            with self._translated():
+                return await self.inner.aput(
+                    config, checkpoint, self._stamped(config, metadata), new_versions
+                )
+        except BaseException:
+            await self._undo(claim)
+            raise
 
     async def aput_writes(
         self,
@@ -167,6 +219,7 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
     async def adelete_thread(self, thread_id: str) -> None:
         self._confirmed.pop(thread_id, None)
         await self.inner.adelete_thread(thread_id)
+        await self._forget_heads(thread_id)  # a thread recreated under this id starts clean
 
     # -- sync API -----------------------------------------------------------------------
 
@@ -176,7 +229,7 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
             tup = self.inner.get_tuple(config)
         if tup is not None and self._on_load is not None:
             tup = self._bridge.run(self._on_load(config, tup))
-        return tup
+        return self._marked(config, tup, by_id=self._by_id(config))
 
     def list(
         self,
@@ -188,7 +241,10 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
     ) -> Iterator[CheckpointTuple]:
         if config is not None:
             self._check_sync(config, claim=False)
-        return self.inner.list(config, filter=filter, before=before, limit=limit)
+        listed = self.inner.list(config, filter=filter, before=before, limit=limit)
+        if config is None or before is None or not self._fenced(config):
+            return listed
+        return (mark_loaded(config, item, by_id=True) for item in listed)
 
     def put(
         self,
@@ -198,8 +254,14 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         self._check_sync(config, claim=True)
-        with self._translated():
-            return self.inner.put(config, checkpoint, self._stamped(config, metadata), new_versions)
+        claim = self._bridge.run(self._claim_head(config, checkpoint)) if self._fenced(config) else None
+        try:
+            with self._translated():
+                return self.inner.put(config, checkpoint, self._stamped(config, metadata), new_versions)
+        except BaseException:
+            if claim is not None:
+                self._bridge.run(self._undo(claim))
+            raise
 
     def put_writes(
         self,
@@ -215,6 +277,8 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
     def delete_thread(self, thread_id: str) -> None:
         self._confirmed.pop(thread_id, None)
         self.inner.delete_thread(thread_id)
+        if self.fence is not None:
+            self._bridge.run(self._forget_heads(thread_id))
 
     def get_next_version(self, current: Any, channel: None) -> Any:
         return self.inner.get_next_version(current, channel)

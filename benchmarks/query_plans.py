@@ -14,22 +14,39 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from memory_tiers.long_term.store import LongTermStore
+
 Statement = tuple[str, Any]
 
 
 @contextmanager
-def captured(engine: AsyncEngine) -> Iterator[list[Statement]]:
-    """The statements (driver SQL and parameters) ``engine`` executes inside the block."""
+def captured(store: LongTermStore) -> Iterator[list[Statement]]:
+    """The statements (driver SQL and parameters) ``store`` sends inside the block, through
+    SQLAlchemy or straight to asyncpg (its hot-path reads, see `memory_tiers.asyncpg_reads`)."""
     seen: list[Statement] = []
+    engine = store.engine
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
         seen.append((statement, parameters))
 
+    driver = store._driver
+    direct = driver.rows if driver is not None else None
+
+    async def recording(statement: Any, params: Any) -> Any:
+        assert driver is not None and direct is not None
+        sql, args = driver.bound(statement, params)
+        seen.append((sql, tuple(args)))
+        return await direct(statement, params)
+
     event.listen(engine.sync_engine, "before_cursor_execute", record)
+    if driver is not None:
+        driver.rows = recording  # type: ignore[method-assign]
     try:
         yield seen
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
+        if driver is not None:
+            del driver.rows  # the class's method again
 
 
 async def explain(engine: AsyncEngine, statement: Statement) -> list[str]:

@@ -166,7 +166,7 @@ async def _plans(manager: MemoryManager, floor: RecallFloor, query: str) -> None
         ("load_context", lambda: long_term.load_context("u00000", "u00000-t", query)),
         ("search_facts", lambda: long_term.search_facts("u00000", query, k=K)),
     ):
-        with captured(long_term.engine) as statements:
+        with captured(long_term) as statements:
             await call()
         plan = await explain(long_term.engine, statements[-1])
         _print_plan(f"{label} (library)", plan)

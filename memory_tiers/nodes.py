@@ -1,7 +1,7 @@
 """Graph nodes that load and save each memory tier.
 
-Each node is one async implementation wrapped in a `RunnableLambda` whose sync side runs that
-same coroutine on the manager's loop, so the nodes serve ``graph.invoke`` and ``graph.ainvoke``.
+Each node is one async implementation in a `MemoryNode` whose sync side runs that same
+coroutine on the manager's loop, so the nodes serve ``graph.invoke`` and ``graph.ainvoke``.
 Round trips per turn are fixed: load = 1 Redis round trip + 1 SQL SELECT; save = 1 SQL
 transaction + 1 Redis pipeline, whatever the history length.
 """
@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AnyMessage, convert_to_messages
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.messages import AnyMessage, BaseMessage, convert_to_messages
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, ensure_config
 from langgraph.graph import END, START, StateGraph, add_messages
 
 from memory_tiers.context import TurnIds, resolve_ids
@@ -47,8 +47,12 @@ def _messages(state: dict[str, Any], node: str) -> list[AnyMessage]:
             f"{node}: the graph state has no 'messages' key; build the graph on MemoryState "
             "(or a state with a messages channel)"
         )
+    messages = state["messages"]
+    if isinstance(messages, list) and all(isinstance(m, BaseMessage) for m in messages):
+        # What a graph's messages channel holds: converting them again walks the whole history.
+        return messages
     try:
-        return convert_to_messages(state["messages"])
+        return convert_to_messages(messages)
     except (ValueError, NotImplementedError, TypeError) as exc:
         raise StateSchemaError(
             f"{node}: state['messages'] holds something that is not a message: {exc}"
@@ -86,6 +90,40 @@ def _require(value: str | None, kind: str, node: str) -> str:
     if value is None:
         raise InvalidIdentifierError(f"{node}: {kind} is missing from config['configurable']")
     return value
+
+
+class MemoryNode(Runnable[dict[str, Any], Update]):
+    """A memory node: a `Runnable` calling its implementation directly.
+
+    Unlike `RunnableLambda` it opens no callback run of its own: inside a graph LangGraph already
+    traces each node as its task's run (as it runs a plain function node), and the extra layer
+    cost about as much Python as the node's own round trips.
+
+    Args:
+        name: the node's name.
+        sync: ``(state, config) -> update``, for ``invoke``.
+        asynchronous: ``async (state, config) -> update``, for ``ainvoke``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sync: Callable[[dict[str, Any], RunnableConfig], Update],
+        asynchronous: Callable[[dict[str, Any], RunnableConfig], Awaitable[Update]],
+    ) -> None:
+        self.name = name
+        self._sync = sync
+        self._async = asynchronous
+
+    def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Update:
+        """Run the node from sync code (``graph.invoke``)."""
+        return self._sync(input, ensure_config(config))
+
+    async def ainvoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Update:
+        """Run the node (``graph.ainvoke``)."""
+        return await self._async(input, ensure_config(config))
 
 
 class MemoryNodes:
@@ -138,7 +176,7 @@ class MemoryNodes:
         builder.add_edge("save_memory", END)
         return builder
 
-    def wrap(self, agent: Any, *, name: str = "agent") -> RunnableLambda[Any, Update]:
+    def wrap(self, agent: Any, *, name: str = "agent") -> MemoryNode:
         """One node that loads memory, runs ``agent``, then saves: the three in one LangGraph
         super-step, so a turn writes one checkpoint instead of three.
 
@@ -194,9 +232,9 @@ class MemoryNodes:
             )
             return {**loaded, **agent_update, **saved}
 
-        return RunnableLambda(run_sync, afunc=run_async, name=name)
+        return MemoryNode(name, run_sync, run_async)
 
-    def _node(self, name: str, impl: NodeImpl) -> RunnableLambda[Any, Update]:
+    def _node(self, name: str, impl: NodeImpl) -> MemoryNode:
         manager = self._manager
 
         async def run_async(state: dict[str, Any], config: RunnableConfig) -> Update:
@@ -211,7 +249,7 @@ class MemoryNodes:
             ids = resolve_ids(config, manager.config.ids)
             return manager.bridge.run(self._observed(name, impl, state, ids, config))
 
-        return RunnableLambda(run_sync, afunc=run_async, name=name)
+        return MemoryNode(name, run_sync, run_async)
 
     async def _observed(
         self, name: str, impl: NodeImpl, state: dict[str, Any], ids: TurnIds, config: RunnableConfig

@@ -8,6 +8,7 @@ whole document), the long-term load's SELECT and a turn's save (keyed by turn).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from memory_tiers.errors import BackendUnavailableError
 
 T = TypeVar("T")
 OnRetry = Callable[[], None]
+
+_FIRST_WAIT = 0.05  # seconds before the first SQL retry; each later wait doubles, up to 1 s
 
 REDIS_RETRY_ERRORS: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError]
 """What redis-py retries: a refused or reset connection, a connect or read timeout."""
@@ -66,15 +69,26 @@ def is_transient_sql_error(error: BaseException) -> bool:
 
 async def retry_sql(call: Callable[[], Awaitable[T]], *, retries: int, on_retry: OnRetry) -> T:
     """``await call()``, retried up to ``retries`` times with exponential backoff (50 ms, 100 ms,
-    ... at most 1 s) after a transient error; the last error is raised as it is."""
+    ... at most 1 s) after a transient error; the last error is raised as it is.
+
+    The first attempt runs outside tenacity: setting up its retry loop cost about a tenth of a
+    whole recall on the hot path, where nearly every call succeeds at once.
+    """
+    try:
+        return await call()
+    except Exception as exc:
+        if retries < 1 or not is_transient_sql_error(exc):
+            raise
+    on_retry()
+    await asyncio.sleep(_FIRST_WAIT)
 
     def before_sleep(state: RetryCallState) -> None:
         on_retry()
 
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(is_transient_sql_error),
-        stop=stop_after_attempt(retries + 1),
-        wait=wait_exponential(multiplier=0.05, max=1),
+        stop=stop_after_attempt(retries),
+        wait=wait_exponential(multiplier=2 * _FIRST_WAIT, max=1),
         before_sleep=before_sleep,
         reraise=True,
     ):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_tiers import MemoryManager, MemoryState
+from memory_tiers.asyncpg_reads import AsyncpgReads
 from memory_tiers.long_term import migrate
 
 
@@ -66,3 +70,28 @@ def fail_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, error: Ex
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(target, name, flaky)
+
+
+@contextmanager
+def counting_sql(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The first word of every SQL statement sent on ``engine``: through SQLAlchemy, or straight
+    to asyncpg (`memory_tiers.asyncpg_reads`, the hot path's SELECTs, which SQLAlchemy's events
+    do not see)."""
+    statements: list[str] = []
+    direct = AsyncpgReads.rows
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement.split()[0].upper())
+
+    async def counted(self: AsyncpgReads, statement: Any, params: Any) -> Any:
+        if self.engine.sync_engine is engine.sync_engine:
+            statements.append("SELECT")
+        return await direct(self, statement, params)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    AsyncpgReads.rows = counted  # type: ignore[method-assign]
+    try:
+        yield statements
+    finally:
+        AsyncpgReads.rows = direct  # type: ignore[method-assign]
+        event.remove(engine.sync_engine, "before_cursor_execute", record)

@@ -126,8 +126,8 @@ ID = r"[A-Za-z0-9][A-Za-z0-9._:@-]*"
 def key_shape(prefix: str) -> re.Pattern[str]:
     p = re.escape(prefix)
     return re.compile(
-        rf"{p}:(\{{{ID}\}}:(session:{ID}|session-shadow:{ID}|sessions|forgotten)"
-        rf"|session-owner:\{{{ID}\}}|session-expiry)"
+        rf"{p}:(\{{{ID}\}}:(session:{ID}|session-shadow:{ID}|sessions|forgotten|thread-lock:{ID})"
+        rf"|session-owner:\{{{ID}\}}|heads:\{{{ID}\}}|session-expiry)"
     )
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pytest
+from helpers import counting_sql
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_tiers import FactCandidate
@@ -107,21 +107,6 @@ async def all_rows(engine: AsyncEngine) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-@contextmanager
-def counting(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The first word of every SQL statement the engine sends."""
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement.split()[0].upper())
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
-
 # -- one profile at a time ----------------------------------------------------------------
 
 
@@ -129,9 +114,9 @@ async def test_load_migrates_an_old_profile_once(engine):
     await write_profile(engine, "ann", {"name": "Ann Lee"})  # schema_version by the column default
     store = v3_store(engine)
 
-    with counting(engine) as first:
+    with counting_sql(engine) as first:
         context = await store.load_context("ann", None, "hello")
-    with counting(engine) as second:
+    with counting_sql(engine) as second:
         again = await store.load_context("ann", None, "hello")
 
     assert (context.profile.document, context.profile.version, context.profile.schema_version) == (
@@ -152,7 +137,7 @@ async def test_get_profile_migrates_an_old_profile_and_writes_it_back(engine):
     store = v3_store(engine)
 
     profile = await store.get_profile("ann")
-    with counting(engine) as statements:
+    with counting_sql(engine) as statements:
         assert await store.get_profile("ann") == profile
 
     assert (profile.document, profile.version, profile.schema_version) == (ANN_V3, 5, 3)
@@ -203,7 +188,7 @@ async def test_a_newer_profile_is_read_and_patched_as_it_is(engine):
     await write_profile(engine, "ann", {"v4": True}, schema_version=4)
     store = v3_store(engine)
 
-    with counting(engine) as statements:
+    with counting_sql(engine) as statements:
         context = await store.load_context("ann", None)
     patched = await store.patch_profile("ann", {"locale": "fr"})
 
@@ -270,7 +255,7 @@ async def test_two_concurrent_loads_migrate_an_old_profile_once(engine):
     migrator = StateMigrator.from_steps({1: rename_when_both_have_read, 2: split_full_name})
     first, second = v3_store(engine, migrator), v3_store(engine, migrator)
 
-    with counting(engine) as statements:
+    with counting_sql(engine) as statements:
         a, b = await asyncio.gather(first.load_context("ann", None), second.load_context("ann", None))
 
     assert a.profile == b.profile
@@ -346,7 +331,7 @@ async def test_a_dry_run_writes_nothing_and_reports_what_would_change(engine):
     store = v3_store(engine)
     before = await all_rows(engine)
 
-    with counting(engine) as statements:
+    with counting_sql(engine) as statements:
         report = await store.migrate_profiles(dry_run=True, batch_size=2)
 
     assert (report.dry_run, report.migrated) == (True, 3)

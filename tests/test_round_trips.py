@@ -7,9 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
-from helpers import turn_config, unique
+from helpers import counting_sql, turn_config, unique
 from redis.asyncio.client import Pipeline, Redis
-from sqlalchemy import event
 
 from memory_tiers import MemoryManager
 
@@ -22,7 +21,8 @@ class Counts:
 
 @contextmanager
 def counting(manager: MemoryManager, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counts]:
-    """Count Redis round trips (a command or a pipeline) and SQL statements of the manager."""
+    """Count Redis round trips (a command or a pipeline) and SQL statements of the manager,
+    sent through SQLAlchemy or straight to asyncpg."""
     counts = Counts()
     execute_command, execute_pipeline = Redis.execute_command, Pipeline.execute
 
@@ -34,17 +34,12 @@ def counting(manager: MemoryManager, monkeypatch: pytest.MonkeyPatch) -> Iterato
         counts.redis_round_trips += 1
         return await execute_pipeline(self, *args, **kwargs)
 
-    def on_statement(conn, cursor, statement, parameters, context, executemany):
-        counts.sql_statements.append(statement.split()[0].upper())
-
     monkeypatch.setattr(Redis, "execute_command", counted_command)
     monkeypatch.setattr(Pipeline, "execute", counted_pipeline)
-    sync_engine = manager.long_term.engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", on_statement)
     try:
-        yield counts
+        with counting_sql(manager.long_term.engine) as counts.sql_statements:
+            yield counts
     finally:
-        event.remove(sync_engine, "before_cursor_execute", on_statement)
         monkeypatch.undo()
 
 
@@ -64,16 +59,15 @@ async def test_load_and_save_cost_fixed_round_trips_whatever_the_history(memory_
             else:
                 await manager.nodes.save.ainvoke(state, config)
         facts = await manager.long_term.list_facts(alice)
-        dialect = manager.long_term.dialect
 
     assert len(facts) == 30  # history really grew
     for turn, (load, save) in measured.items():
         assert load.redis_round_trips == 1, turn
         assert load.sql_statements == ["SELECT"], turn
         assert save.redis_round_trips == 1, turn
-        # One transaction: thread registry upsert, [PostgreSQL: the user's write lock], the
-        # replay check (this turn's observation keys, by index), fact upsert, observation
-        # insert; the supersede step is skipped for "many" facts; no reads of history.
-        lock = ["SELECT"] if dialect == "postgresql" else []
-        assert save.sql_statements == ["INSERT", *lock, "SELECT", "INSERT", "INSERT"], turn
+        # One transaction: thread registry upsert, the replay check (this turn's observation
+        # keys, by index; on PostgreSQL the same SELECT takes the user's write lock), fact
+        # upsert, observation insert; the supersede step is skipped for "many" facts; no reads
+        # of history.
+        assert save.sql_statements == ["INSERT", "SELECT", "INSERT", "INSERT"], turn
     assert measured[1][1].sql_statements == measured[30][1].sql_statements

@@ -20,10 +20,10 @@ from langgraph.store.base import GetOp, SearchOp
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from memory_tiers.asyncpg_reads import AsyncpgReads
 from memory_tiers.config import IdKeysConfig, StoreConfig
 from memory_tiers.errors import BackendError, BackendUnavailableError
 from memory_tiers.store import SqlStore
-from memory_tiers.store.asyncpg_reads import AsyncpgReads
 from memory_tiers.store.filters import parse_filter
 from memory_tiers.store.statements import KEY, NAMESPACE, NOW, USER
 

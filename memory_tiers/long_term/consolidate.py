@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import String, bindparam, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -114,18 +114,51 @@ def _latest_per_key(accepted: Sequence[Accepted]) -> list[Accepted]:
     return list(values.values())
 
 
-async def _already_observed(
-    conn: AsyncConnection, user_id: str, provenance: Provenance, items: Sequence[Accepted]
+async def _lock_and_find_replayed(
+    conn: AsyncConnection, dialect: str, user_id: str, provenance: Provenance, items: Sequence[Accepted]
 ) -> set[tuple[str, str, str, str]]:
-    """The (key, subject, attribute, value) observations of this turn that are stored already:
-    the turn is being replayed (a crash after the commit, then a resume)."""
-    keys = {provenance.observation_key(item.candidate.message_id) for item in items}
-    stmt = (
+    """Take the user's write lock (PostgreSQL) and find the (key, subject, attribute, value)
+    observations of this turn that are stored already (the turn is being replayed: a crash
+    after the commit, then a resume), in one statement.
+
+    The lock is the left side of a LEFT JOIN, so it is taken even when nothing matches. The
+    observations are read in the statement's snapshot, which may predate a writer this lock
+    waited for; only that writer's own observations could be missed, and those are a
+    concurrent run of this very turn, whose rows the upserts below then merge into.
+    """
+    if not provenance.replayable:
+        if dialect == "postgresql":
+            await conn.execute(select(_user_lock()), {"lock_user": user_id})
+        return set()
+    keys = [provenance.observation_key(item.candidate.message_id) for item in items]
+    params = {"lock_user": user_id, "seen_user": user_id, "seen_keys": sorted(set(keys))}
+    rows = (await conn.execute(_replay_check(dialect), params)).all()
+    return {tuple(row) for row in rows if row[0] is not None}  # type: ignore[misc]
+
+
+def _user_lock() -> Any:
+    # Serialize one user's writers: two turns giving different values of a single-valued
+    # attribute would each miss the other's uncommitted row and both stay current, and two
+    # saves touching the same facts in different orders would deadlock.
+    locked = func.pg_advisory_xact_lock(_LOCK_CLASS, func.hashtext(bindparam("lock_user", type_=String)))
+    return select(locked.label("locked")).subquery("user_lock")
+
+
+@functools.cache
+def _replay_check(dialect: str) -> Any:
+    """The replay check of `_lock_and_find_replayed`, with the user's lock on PostgreSQL."""
+    seen: Any = (
         select(fact_observations.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
         .join(facts, facts.c.id == fact_observations.c.fact_id)
-        .where(fact_observations.c.user_id == user_id, fact_observations.c.observation_key.in_(keys))
+        .where(
+            fact_observations.c.user_id == bindparam("seen_user", type_=String),
+            fact_observations.c.observation_key.in_(bindparam("seen_keys", expanding=True)),
+        )
     )
-    return {tuple(row) for row in (await conn.execute(stmt)).all()}  # type: ignore[misc]
+    if dialect != "postgresql":
+        return seen
+    seen = seen.subquery("seen")
+    return select(*seen.c).select_from(_user_lock().outerjoin(seen, true()))
 
 
 async def consolidate(
@@ -145,14 +178,9 @@ async def consolidate(
     items = _latest_per_key(accepted)
     if not items:
         return []
-    if dialect == "postgresql":
-        # Serialize one user's writers: two turns giving different values of a single-valued
-        # attribute would each miss the other's uncommitted row and both stay current, and two
-        # saves touching the same facts in different orders would deadlock.
-        await conn.execute(select(func.pg_advisory_xact_lock(_LOCK_CLASS, func.hashtext(user_id))))
+    seen = await _lock_and_find_replayed(conn, dialect, user_id, provenance, items)
     if provenance.replayable:
         # A replayed turn must not bring back a value a later turn has replaced.
-        seen = await _already_observed(conn, user_id, provenance, items)
         items = [
             item
             for item in items

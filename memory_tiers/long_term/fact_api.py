@@ -64,7 +64,7 @@ class FactAPI:
         n_terms, params = self._recall.params(user_id, query, _now(), limit=k)
         statement = self._recall.search(n_terms, matching_only=query_embedding is None)
         ranked = rank(
-            await self._rows(statement, params),
+            await self._hot_rows(statement, params),
             k=k,
             query_embedding=query_embedding,
             weight=self.config.recall.semantic.weight,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
+    DateTime,
     String,
     bindparam,
     case,
@@ -52,7 +53,7 @@ from memory_tiers.long_term.profile_migration import (
     profile_migrator_for,
     read_profile,
 )
-from memory_tiers.long_term.recall import RecallQuery, fact_text, rank
+from memory_tiers.long_term.recall import MAX_TERMS, RecallQuery, fact_text, rank
 from memory_tiers.long_term.registry import ThreadRegistry
 from memory_tiers.long_term.schema import archives, profiles, threads
 from memory_tiers.observability import Telemetry, instrumented
@@ -64,6 +65,8 @@ from memory_tiers.translate import translate_errors
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
 
+    from memory_tiers.asyncpg_reads import AsyncpgReads
+
 TIER = "long_term"
 _T = TypeVar("_T")
 _PROFILE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -71,6 +74,31 @@ _PROFILE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@functools.cache
+def _thread_upsert(dialect: str) -> Any:
+    """Register a thread to its user or touch it, returning its owner only if that is the user:
+    built once per dialect (building it per save cost more than running it)."""
+    insert = insert_for(dialect, threads).values(
+        thread_id=bindparam("t_thread", type_=String),
+        user_id=bindparam("t_user", type_=String),
+        session_id=bindparam("t_session", type_=String),
+        status="active",
+        metadata={},
+        created_at=bindparam("t_now", type_=DateTime(timezone=True)),
+        last_active_at=bindparam("t_now", type_=DateTime(timezone=True)),
+    )
+    return insert.on_conflict_do_update(
+        index_elements=[threads.c.thread_id],
+        set_={
+            "last_active_at": insert.excluded.last_active_at,
+            "session_id": func.coalesce(insert.excluded.session_id, threads.c.session_id),
+            # A run on an archived thread starts it again (its checkpoints are gone).
+            "status": case((threads.c.status == "archived", "active"), else_=threads.c.status),
+        },
+        where=threads.c.user_id == insert.excluded.user_id,
+    ).returning(threads.c.user_id)
 
 
 @dataclass(frozen=True)
@@ -124,6 +152,12 @@ class LongTermStore(FactAPI):
         self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else engine
         )
+        # The hot path's SELECTs (built once per shape) skip SQLAlchemy's execute path on asyncpg.
+        self._driver: AsyncpgReads | None = None
+        if self.dialect == "postgresql" and engine.dialect.driver == "asyncpg":
+            from memory_tiers.asyncpg_reads import AsyncpgReads  # the postgres extra
+
+            self._driver = AsyncpgReads(engine, cache_size=4 * (MAX_TERMS + 1))
         self.registry = ThreadRegistry(engine, self.masked_url)
         self._recall = RecallQuery(self.dialect, self.config.recall, semantic=embeddings is not None)
         self._load_statement = functools.cache(self._build_load_statement)
@@ -181,7 +215,7 @@ class LongTermStore(FactAPI):
         query_embedding = await self._embed_query(query)
         n_terms, params = self._recall.params(user_id, query, _now())
         params |= {"load_user": user_id, "load_thread": thread_id}
-        rows = await self._retrying(lambda: self._rows(self._load_statement(n_terms), params))
+        rows = await self._retrying(lambda: self._hot_rows(self._load_statement(n_terms), params))
         first = rows[0]
         stored = None
         if first["schema_version"] is not None:  # NOT NULL: None means there is no profile row
@@ -330,26 +364,9 @@ class LongTermStore(FactAPI):
         session_id: str | None,
         now: datetime,
     ) -> None:
-        insert = insert_for(self.dialect, threads).values(
-            thread_id=thread_id,
-            user_id=user_id,
-            session_id=session_id,
-            status="active",
-            metadata={},
-            created_at=now,
-            last_active_at=now,
-        )
-        stmt = insert.on_conflict_do_update(
-            index_elements=[threads.c.thread_id],
-            set_={
-                "last_active_at": insert.excluded.last_active_at,
-                "session_id": func.coalesce(insert.excluded.session_id, threads.c.session_id),
-                # A run on an archived thread starts it again (its checkpoints are gone).
-                "status": case((threads.c.status == "archived", "active"), else_=threads.c.status),
-            },
-            where=threads.c.user_id == insert.excluded.user_id,
-        ).returning(threads.c.user_id)
-        if (await conn.execute(stmt)).first() is None:
+        stmt = _thread_upsert(self.dialect)
+        params = {"t_thread": thread_id, "t_user": user_id, "t_session": session_id, "t_now": now}
+        if (await conn.execute(stmt, params)).first() is None:
             raise OwnershipError(f"thread {thread_id!r} belongs to another user")
 
     async def _patch_profile(
@@ -473,6 +490,14 @@ class LongTermStore(FactAPI):
             async with self.engine.begin() as conn:
                 await self._patch_profile(conn, user_id, patch, _now())
         return await self.get_profile(user_id)
+
+    async def _hot_rows(self, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:
+        """The rows of a statement built once (a recall shape), as mappings: straight from
+        asyncpg when the engine is on it (`memory_tiers.asyncpg_reads`), else as `_rows`."""
+        if self._driver is None:
+            return await self._rows(stmt, params)
+        with translate_errors(TIER, self.masked_url):
+            return await self._driver.rows(stmt, params)
 
     async def _rows(self, stmt: Any, params: dict[str, Any] | None = None) -> Sequence[Any]:
         with translate_errors(TIER, self.masked_url):

@@ -183,17 +183,17 @@ class SessionStore:
         with translate_errors(TIER, self.masked_url):
             async with self.client.pipeline(transaction=False) as pipe:
                 if self.sliding:
+                    # GETEX, EXPIRE and ZADD XX touch only what exists: a read creates nothing.
                     pipe.getex(key, ex=self.ttl_seconds)
+                    pipe.getex(claim, ex=self.ttl_seconds)
                 else:
                     pipe.get(key)
-                pipe.get(claim)
+                    pipe.get(claim)
                 if self.expiry is not None:
                     self.expiry.on_read(
                         pipe, user_id, session_id, sliding=self.sliding, expires_at=expires_at
                     )
                 if self.sliding:
-                    # Only existing keys and members are touched: EXPIRE and ZADD XX create nothing.
-                    pipe.expire(claim, self.ttl_seconds)
                     pipe.zadd(index, {session_id: expires_at}, xx=True, ch=True)
                     pipe.expire(index, self.ttl_seconds)
                 raw, owner, *rest = await pipe.execute()
@@ -243,8 +243,7 @@ class SessionStore:
         with translate_errors(TIER, self.masked_url):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.set(claim, user_id, nx=True, ex=self.ttl_seconds)
-                pipe.get(claim)
-                pipe.expire(claim, self.ttl_seconds)
+                pipe.getex(claim, ex=self.ttl_seconds)  # the owner, whose claim lives on
                 pipe.set(key, payload, ex=self.ttl_seconds)
                 pipe.zadd(index, {session_id: now + self.ttl_seconds})
                 pipe.zremrangebyscore(index, "-inf", now)

@@ -48,11 +48,11 @@ from memory_tiers.store import items as checks
 from memory_tiers.store import namespaces
 from memory_tiers.store.errors import StoreArgumentError, raising_our_namespace_error
 from memory_tiers.store.filters import ParsedFilter, parse_filter
-from memory_tiers.store.statements import StoreStatements, scope
+from memory_tiers.store.statements import COLUMNS, SEARCH_SHAPES, StoredRow, StoreStatements, scope
 from memory_tiers.translate import translate_errors
 
 if TYPE_CHECKING:
-    from memory_tiers.store.asyncpg_reads import AsyncpgReads
+    from memory_tiers.asyncpg_reads import AsyncpgReads
 
 logger = get_logger(__name__)
 
@@ -135,9 +135,9 @@ class SqlStore(BaseStore):
         self._sql = StoreStatements(self.dialect)  # shared by the `for_user` copies
         self._driver: AsyncpgReads | None = None
         if self.dialect == "postgresql" and engine.dialect.driver == "asyncpg":
-            from memory_tiers.store.asyncpg_reads import AsyncpgReads  # the postgres extra
+            from memory_tiers.asyncpg_reads import AsyncpgReads  # the postgres extra
 
-            self._driver = AsyncpgReads(engine)
+            self._driver = AsyncpgReads(engine, cache_size=SEARCH_SHAPES + 2, columns=COLUMNS)
 
     def _now(self) -> datetime:
         # In UTC, always: SQLite keeps the wall time without the offset, and compares text.
@@ -287,7 +287,12 @@ class SqlStore(BaseStore):
     async def _read(self, live: dict[str, Any], plan: _Batch) -> None:
         """The batch's reads: a lone get or search straight on asyncpg, else on one connection."""
         if self._driver is not None and len(plan.gets) + len(plan.searches) == 1 and not plan.listings:
-            await self._read_with(self._driver.rows, live, plan)  # `aget`, `asearch`
+            driver = self._driver
+
+            async def direct(stmt: Select[Any], params: dict[str, Any]) -> Iterable[Any]:
+                return [StoredRow._make(record) for record in await driver.rows(stmt, params)]
+
+            await self._read_with(direct, live, plan)  # `aget`, `asearch`
             return
         async with self._reader.connect() as conn:
 

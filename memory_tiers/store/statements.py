@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, Boolean, ColumnElement, Select, bindparam, func, select, true, tuple_
 
@@ -33,6 +33,17 @@ COLUMNS = (
     items.c.updated_at,
     items.c.ttl_minutes,
 )
+
+
+class StoredRow(NamedTuple):
+    """A row of `COLUMNS`, read as SQLAlchemy's rows read it."""
+
+    namespace: str
+    key: str
+    value: Any
+    created_at: Any
+    updated_at: Any
+    ttl_minutes: float | None
 
 
 def live_rows() -> list[ColumnElement[bool]]:

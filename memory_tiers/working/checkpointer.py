@@ -1,15 +1,17 @@
 """The working tier: a LangGraph checkpointer per configured backend.
 
 Each backend is LangGraph's own saver; this module only opens its connections the way
-production needs them (SQLite in WAL with a busy timeout, a health-checked PostgreSQL pool),
-gives the saver the strict serializer of memory_tiers/working/serde.py (no pickle, an explicit
-allowlist) and closes them again.
+production needs them (SQLite in WAL with a busy timeout, a PostgreSQL pool that checks the
+connections which sat idle), gives the saver the strict serializer of
+memory_tiers/working/serde.py (no pickle, an explicit allowlist) and closes them again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -154,6 +156,38 @@ async def _open_sqlite(
         await conn.close()
 
 
+CHECK_IDLE_AFTER = 1.0
+"""Seconds a pooled PostgreSQL connection may sit idle and still be handed out unchecked."""
+
+
+class IdleCheck:
+    """psycopg_pool's ``check`` and ``reset`` callbacks: check a connection (one round trip,
+    `AsyncConnectionPool.check_connection`) only when it was idle longer than ``idle_after``
+    seconds, or was never handed out.
+
+    Checking on every checkout costs a round trip per saver call, several per turn. A connection
+    returned a moment ago is as good as the check would prove; one that broke anyway (a server
+    restarted within that moment) fails its call with `BackendUnavailableError`, is discarded by
+    the pool on return, and the caller's retry gets a fresh or checked one.
+    """
+
+    def __init__(self, idle_after: float) -> None:
+        self.idle_after = idle_after
+        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    async def returned(self, conn: Any) -> None:
+        """The pool's ``reset``: note when ``conn`` came back."""
+        self._returned[conn] = time.monotonic()
+
+    async def check(self, conn: Any) -> None:
+        """The pool's ``check``: raise if ``conn`` was idle too long and no longer works."""
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > self.idle_after:
+            from psycopg_pool import AsyncConnectionPool
+
+            await AsyncConnectionPool.check_connection(conn)
+
+
 @asynccontextmanager
 async def _open_postgres(
     config: WorkingConfig, serde: SerializerProtocol
@@ -165,15 +199,17 @@ async def _open_postgres(
     assert config.url is not None
     url = config.url.get_secret_value()
     timeout = config.connect_timeout.total_seconds()
+    idle_check = IdleCheck(CHECK_IDLE_AFTER)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         postgres_conninfo(url),
         min_size=config.pool_min_size,
         max_size=config.pool_max_size,
         timeout=timeout,
         open=False,
-        # A connection is checked before it is handed out, so a restarted server costs one
-        # failed check instead of a failed turn.
-        check=AsyncConnectionPool.check_connection,
+        # A connection idle for a while is checked before it is handed out, so a restarted
+        # server costs one failed check instead of a failed turn (see IdleCheck).
+        check=idle_check.check,
+        reset=idle_check.returned,
         kwargs={
             "autocommit": True,
             "prepare_threshold": 0,

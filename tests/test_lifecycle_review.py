@@ -336,19 +336,23 @@ class DeltaMessages(TypedDict, total=False):
     messages: Annotated[list[Any], DeltaChannel(_add_message_batches, snapshot_frequency=3)]
 
 
-async def test_archive_reads_messages_kept_in_a_delta_channel(checkpointer_config):
+def delta_reply_graph(manager: MemoryManager, answer: str) -> Any:
+    """A one-node graph answering ``answer`` to every turn, its messages kept as deltas."""
     from langchain_core.messages import AIMessage
 
-    alice, thread = unique("alice"), unique("t")
-
     def reply(state: DeltaMessages) -> dict[str, Any]:
-        return {"messages": [AIMessage("Sure.")]}
+        return {"messages": [AIMessage(answer)]}
 
     builder = StateGraph(DeltaMessages)
     builder.add_node("reply", reply)
     builder.add_edge(START, "reply")
+    return builder.compile(checkpointer=manager.checkpointer)
+
+
+async def test_archive_reads_messages_kept_in_a_delta_channel(checkpointer_config):
+    alice, thread = unique("alice"), unique("t")
     async with MemoryManager(checkpointer_config) as manager:
-        graph = builder.compile(checkpointer=manager.checkpointer)
+        graph = delta_reply_graph(manager, "Sure.")
         for text in ("I plan a trip to Lisbon.", "Lisbon trains are good.", "Book Lisbon hotels.", "Thanks"):
             await graph.ainvoke({"messages": [("user", text)]}, turn_config(alice, thread))
         expected = (await graph.aget_state(turn_config(alice, thread))).values["messages"]
@@ -442,18 +446,9 @@ async def test_prune_and_fork_keep_blobs_shared_with_kept_checkpoints_and_branch
 
 
 async def test_export_shows_messages_kept_in_a_delta_channel(checkpointer_config):
-    from langchain_core.messages import AIMessage
-
     alice, thread = unique("alice"), unique("t")
-
-    def reply(state: DeltaMessages) -> dict[str, Any]:
-        return {"messages": [AIMessage("Noted.")]}
-
-    builder = StateGraph(DeltaMessages)
-    builder.add_node("reply", reply)
-    builder.add_edge(START, "reply")
     async with MemoryManager(checkpointer_config) as manager:
-        graph = builder.compile(checkpointer=manager.checkpointer)
+        graph = delta_reply_graph(manager, "Noted.")
         for text in ("first", "second", "third", "fourth"):
             await graph.ainvoke({"messages": [("user", text)]}, turn_config(alice, thread))
         exported = await manager.users.export(alice)

@@ -30,7 +30,8 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from memory_tiers.config import ENV_PREFIX, MemoryTiersConfig, PluginSpec, SecretUrl
+from memory_tiers.config import ENV_PREFIX, MemoryTiersConfig, PluginSpec
+from memory_tiers.config_values import SecretUrl
 
 log = logging.getLogger("mkdocs.hooks.memory_tiers")
 

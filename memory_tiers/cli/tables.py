@@ -8,7 +8,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from memory_tiers.config import MemoryTiersConfig, mask_url
+from memory_tiers.config import MemoryTiersConfig
+from memory_tiers.config_values import mask_url
 from memory_tiers.long_term.engine import long_term_url
 from memory_tiers.working.checkpointer import sqlite_path
 

@@ -34,7 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from memory_tiers.config import LongTermConfig, mask_url
+from memory_tiers.config import LongTermConfig
+from memory_tiers.config_values import mask_url
 from memory_tiers.errors import ConfigError, InvalidIdentifierError, OwnershipError
 from memory_tiers.extractors.base import FactCandidate
 from memory_tiers.ids import validates_ids

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from memory_tiers.config import mask_keyword_passwords, mask_url
+from memory_tiers.config_values import mask_keyword_passwords, mask_url
 
 ID_FIELDS = ("user_id", "thread_id", "session_id")
 

@@ -19,7 +19,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from memory_tiers.config import SessionConfig, mask_url
+from memory_tiers.config import SessionConfig
+from memory_tiers.config_values import mask_url
 from memory_tiers.errors import ConfigError, NotFoundError, OwnershipError
 from memory_tiers.observability import Telemetry, instrumented
 from memory_tiers.retries import REDIS_RETRY_ERRORS, CountingRetry

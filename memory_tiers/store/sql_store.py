@@ -38,7 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from memory_tiers.bridge import LoopBridge
-from memory_tiers.config import IdKeysConfig, StoreConfig, mask_url
+from memory_tiers.config import IdKeysConfig, StoreConfig
+from memory_tiers.config_values import mask_url
 from memory_tiers.context import read_id, resolve_ids
 from memory_tiers.errors import BackendError, ConfigError, UsageError
 from memory_tiers.ids import validate_id

@@ -21,7 +21,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from memory_tiers.config import WorkingConfig, mask_url
+from memory_tiers.config import WorkingConfig
+from memory_tiers.config_values import mask_url
 from memory_tiers.errors import BackendError, BackendUnavailableError, MissingDependencyError
 from memory_tiers.translate import translate_errors
 from memory_tiers.working.serde import StrictSerializer, allowlist, strict_redis_serde, strict_serde

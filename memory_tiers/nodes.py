@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AnyMessage, BaseMessage, convert_to_messages
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langgraph._internal._runnable import coerce_to_runnable  # what StateGraph.add_node uses
 from langgraph.graph import END, START, StateGraph, add_messages
 
 from memory_tiers.context import TurnIds, resolve_ids
@@ -25,6 +26,7 @@ from memory_tiers.errors import (
 )
 from memory_tiers.learning import Turn
 from memory_tiers.long_term.consolidate import Provenance
+from memory_tiers.long_term.models import Fact
 from memory_tiers.observability import bind_ids, get_logger
 from memory_tiers.state.schema import MemoryState
 
@@ -186,8 +188,9 @@ class MemoryNodes:
         nodes stay for graphs that need other nodes between them.
 
         Args:
-            agent: a function (sync or async, taking ``state`` and optionally ``config``) or a
-                runnable, returning a dict update.
+            agent: a function (sync or async, taking ``state`` and, as a LangGraph node does,
+                optionally ``config``, ``runtime`` or ``store``) or a runnable, returning a dict
+                update.
             name: the node's name.
 
         Example:
@@ -198,7 +201,9 @@ class MemoryNodes:
             >>> node.name
             'agent'
         """
-        runnable = agent if isinstance(agent, Runnable) else RunnableLambda(agent)
+        # As LangGraph makes a node of a function (config, runtime and store passed the same way),
+        # without a callback run of its own: LangGraph traces the task this node runs in.
+        runnable = coerce_to_runnable(agent, name=name, trace=False)
         manager = self._manager
 
         def merged(state: dict[str, Any], loaded: Update, agent_update: Any) -> dict[str, Any]:
@@ -331,7 +336,7 @@ class MemoryNodes:
         return {
             **await self._migrated(state, ids, config),
             "profile": context.profile.document,
-            "facts": [fact.model_dump(mode="json") for fact in context.facts],
+            "facts": Fact.dump_json(context.facts),
         }, False
 
     async def _load_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
@@ -383,14 +388,22 @@ class MemoryNodes:
     # -- all tiers ----------------------------------------------------------------------
 
     async def _load(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
-        # Both reads go out at once; an ownership failure on either discards both results.
-        results = await asyncio.gather(
-            self._read_session(ids), self._recall(state, ids, config), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        (session, session_down), (recalled, long_term_down) = results  # type: ignore[misc]
+        # Both reads go out at once; an ownership failure on either discards both results. The
+        # recall runs in this task and only the session read gets a task of its own (a gather
+        # would make two: about 7 us of Python each).
+        reading = asyncio.get_running_loop().create_task(self._read_session(ids))
+        try:
+            recalled, long_term_down = await self._recall(state, ids, config)
+        except Exception:
+            # As a gather of both did: wait for the session read; its error comes first.
+            (session_result,) = await asyncio.gather(reading, return_exceptions=True)
+            if isinstance(session_result, BaseException):
+                raise session_result from session_result.__cause__  # its own cause, as it was
+            raise
+        except BaseException:  # cancelled (or interrupted): so is the session read
+            reading.cancel()
+            raise
+        session, session_down = await reading
         return {
             **session,
             **recalled,

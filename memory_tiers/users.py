@@ -2,8 +2,9 @@
 
 Forgetting runs in an order that an interrupted call can always finish by being called again:
 first the user's deferred learning is stopped (so no pending turn writes facts back), then the
-checkpoints of every thread in the registry, then the sessions, and last the long-term rows in
-one transaction, with the registry rows that lead to the threads.
+checkpoints of every thread in the registry (all of them at once where the saver allows: one
+statement on PostgreSQL), then the sessions, and last the long-term rows in one transaction,
+with the registry rows that lead to the threads.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from memory_tiers.jsonable import to_json
 from memory_tiers.long_term.schema import threads
 from memory_tiers.long_term.user_data import delete_user_rows, export_rows, user_rows
 from memory_tiers.observability import instrumented, manager_telemetry
-from memory_tiers.working.thread_data import delete_checkpoints, export_checkpoints
+from memory_tiers.working.thread_data import delete_threads, export_checkpoints
 
 if TYPE_CHECKING:
     from memory_tiers.manager import MemoryManager
@@ -96,12 +97,14 @@ class UsersAPI:
         """Delete everything the three tiers hold about the user; other users are untouched.
 
         In order: the user's turns waiting for deferred learning are dropped (runs already under
-        way are waited for); every checkpoint of every thread registered to the user is deleted
-        through ``manager.checkpointer``; the user's sessions and session id claims; then, in one
-        transaction, the profile, facts with their history and observations, archives, store
-        items and the thread registry rows. The registry goes last because it is how the threads
-        are found, so a forget that fails part way is completed by calling it again. Calling it
-        for a user already forgotten finds nothing and succeeds.
+        way are waited for); every checkpoint, blob and write of every thread registered to the
+        user (in batches of threads: one statement each on PostgreSQL, one transaction on SQLite),
+        and the checkpointer's cached owners and fencing heads of those threads; the user's
+        sessions and session id claims; then, in one transaction, the profile, facts with their
+        history and observations, archives, store items and the thread registry rows. The
+        registry goes last because it is how the threads are found, so a forget that fails part
+        way is completed by calling it again. Calling it for a user already forgotten finds
+        nothing and succeeds.
 
         Stop the user's traffic first: a turn that runs during the call can write new data.
 
@@ -112,10 +115,8 @@ class UsersAPI:
         manager = self._manager
         checkpointer, sessions, long_term = manager.checkpointer, manager.session_store, manager.long_term
         deferred_turns = await manager.learner.deferred.cancel_user(user_id)
-        thread_count = 0
-        async for row in user_rows(long_term, threads, user_id):
-            await delete_checkpoints(checkpointer, row["thread_id"])
-            thread_count += 1
+        thread_ids = [row["thread_id"] async for row in user_rows(long_term, threads, user_id)]
+        await delete_threads(checkpointer, thread_ids)
         session_count = await sessions.forget_user(user_id)
         rows = await delete_user_rows(long_term, user_id)
-        return ForgetReport(user_id, deferred_turns, thread_count, session_count, rows)
+        return ForgetReport(user_id, deferred_turns, len(thread_ids), session_count, rows)

@@ -14,8 +14,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_tiers import MemoryManager, MemoryState
-from memory_tiers.asyncpg_reads import AsyncpgReads
+from memory_tiers.asyncpg_reads import AsyncpgReads, AsyncpgStatements
 from memory_tiers.long_term import migrate
+from memory_tiers.sqlite_reads import SqliteReads
 
 
 def unique(prefix: str) -> str:
@@ -74,24 +75,48 @@ def fail_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, error: Ex
 
 @contextmanager
 def counting_sql(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The first word of every SQL statement sent on ``engine``: through SQLAlchemy, or straight
-    to asyncpg (`memory_tiers.asyncpg_reads`, the hot path's SELECTs, which SQLAlchemy's events
-    do not see)."""
+    """The first word of every SQL statement sent on ``engine``: through SQLAlchemy, straight to
+    aiosqlite (`memory_tiers.sqlite_reads`: the hot path's SELECTs on SQLite), or straight
+    to asyncpg (`memory_tiers.asyncpg_reads`: the hot path's SELECTs and the PostgreSQL save's
+    transaction, which SQLAlchemy's events do not see; an executemany counts once, as
+    SQLAlchemy's does)."""
     statements: list[str] = []
-    direct = AsyncpgReads.rows
 
     def record(conn, cursor, statement, parameters, context, executemany):
         statements.append(statement.split()[0].upper())
 
-    async def counted(self: AsyncpgReads, statement: Any, params: Any) -> Any:
+    def counted(original: Any, compiler: Any) -> Any:
+        async def send(self: Any, statement: Any, params: Any) -> Any:
+            reads = compiler(self)
+            if reads.engine.sync_engine is engine.sync_engine:
+                keys = tuple(params[0]) if isinstance(params, list) else None
+                statements.append(reads.bound(statement, params[0] if keys else params, keys)[0].split()[0])
+            return await original(self, statement, params)
+
+        return send
+
+    patched = {
+        (AsyncpgReads, "rows"): lambda reads: reads,
+        (AsyncpgStatements, "rows"): lambda direct: direct._compiler,
+        (AsyncpgStatements, "many"): lambda direct: direct._compiler,
+    }
+    originals = {target: getattr(*target) for target in patched}
+    sqlite_rows = SqliteReads.rows
+
+    async def sqlite_send(self: SqliteReads, statement: Any, params: Any) -> Any:
+        # The hot path's SELECTs straight to aiosqlite (`memory_tiers.sqlite_reads`).
         if self.engine.sync_engine is engine.sync_engine:
-            statements.append("SELECT")
-        return await direct(self, statement, params)
+            statements.append(self.bound(statement, params)[0].split()[0])
+        return await sqlite_rows(self, statement, params)
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)
-    AsyncpgReads.rows = counted  # type: ignore[method-assign]
+    for (owner, name), compiler in patched.items():
+        setattr(owner, name, counted(originals[owner, name], compiler))
+    SqliteReads.rows = sqlite_send  # type: ignore[method-assign]
     try:
         yield statements
     finally:
-        AsyncpgReads.rows = direct  # type: ignore[method-assign]
+        SqliteReads.rows = sqlite_rows  # type: ignore[method-assign]
+        for (owner, name), original in originals.items():
+            setattr(owner, name, original)
         event.remove(engine.sync_engine, "before_cursor_execute", record)

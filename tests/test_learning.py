@@ -10,8 +10,9 @@ from helpers import fail_once, memory_graph, turn_config, unique
 from langchain_core.messages import HumanMessage
 
 from memory_tiers import FactCandidate, MemoryManager
-from memory_tiers.errors import BackendError, NotFoundError
+from memory_tiers.errors import BackendError, NotFoundError, OwnershipError
 from memory_tiers.extractors.rules import RulesExtractor
+from memory_tiers.long_term.consolidate import Provenance
 
 
 def with_long_term(config: dict[str, Any], **long_term: Any) -> dict[str, Any]:
@@ -402,3 +403,22 @@ async def test_a_deferred_save_is_retried_after_a_transient_backend_error(memory
 
     assert [f.value for f in facts] == ["Oslo"]
     assert next(failures, None) is None  # the failure did happen
+
+
+@pytest.mark.parametrize("facts", [0, 2], ids=["no facts", "two facts"])
+async def test_a_save_on_another_users_thread_is_refused_and_writes_nothing(memory_config, facts):
+    # The registry upsert of the save's transaction is the owner check (on PostgreSQL, a CTE of
+    # the statement that takes the user's lock): refused, nothing of the turn is kept.
+    alice, bob, thread = unique("alice"), unique("bob"), unique("t")
+    candidates = [
+        FactCandidate(attribute=f"likes{i}", value=f"tea{i}", message_id=f"m{i}") for i in range(facts)
+    ]
+    async with MemoryManager(memory_config) as manager:
+        store = manager.long_term
+        await store.claim_thread(alice, thread)
+        with pytest.raises(OwnershipError, match="belongs to another user"):
+            await store.save_turn(bob, Provenance(thread_id=thread, checkpoint_id="c1"), candidates)
+        assert await store.list_facts(bob) == []
+        assert await store.thread_owner(thread) == alice
+        saved = await store.save_turn(alice, Provenance(thread_id=thread, checkpoint_id="c1"), candidates)
+        assert len(saved.fact_ids) == facts

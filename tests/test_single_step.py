@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 from helpers import echo_agent, memory_graph, turn_config, unique
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
+from langgraph.store.base import BaseStore
 
 from memory_tiers import MemoryManager, MemoryState, OwnershipError, StateSchemaError
 
@@ -76,3 +78,25 @@ async def test_an_agent_that_returns_no_dict_is_a_clear_error(tmp_path):
         graph = wrapped_graph(manager, lambda state: "not an update")
         with pytest.raises(StateSchemaError, match="the agent returned str, not a dict"):
             await graph.ainvoke({"messages": [("user", "hi")]}, turn_config("alice", "t1"))
+
+
+async def test_the_wrapped_agent_takes_config_and_store_as_a_node_does(tmp_path):
+    # Parameters are passed as LangGraph passes them to a node: config, and the graph's store.
+    seen: dict[str, Any] = {}
+
+    async def agent(state: MemoryState, config: RunnableConfig, store: BaseStore) -> dict[str, Any]:
+        seen["user"] = config["configurable"]["user_id"]
+        seen["store"] = store
+        return {"messages": [("ai", "ok")]}
+
+    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
+        builder = StateGraph(MemoryState)
+        builder.add_node("agent", manager.nodes.wrap(agent))
+        builder.add_edge(START, "agent")
+        builder.add_edge("agent", END)
+        graph = builder.compile(checkpointer=manager.checkpointer, store=manager.store)
+        result = await graph.ainvoke({"messages": [("user", "hi")]}, turn_config("alice", "t1"))
+        store = manager.store
+
+    assert result["messages"][-1].content == "ok"
+    assert seen == {"user": "alice", "store": store}

@@ -129,7 +129,7 @@ async def test_driver_errors_on_the_direct_path_are_translated(postgres_store, m
     compiled = postgres_store._driver._compiled(postgres_store._sql.get_one)
     broken = compiled._replace(sql=compiled.sql.replace("mt_store_items", "mt_no_such_table"))
     with monkeypatch.context() as patch:
-        patch.setattr(postgres_store._driver, "_compiled", lambda statement: broken)
+        patch.setattr(postgres_store._driver, "_compiled", lambda statement, column_keys=None: broken)
         with pytest.raises(BackendError, match="mt_no_such_table") as refused:
             await alice.aget(("n",), "k")
     assert not isinstance(refused.value, BackendUnavailableError)

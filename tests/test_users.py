@@ -26,12 +26,14 @@ from sqlalchemy import func, select
 
 import memory_tiers.long_term.user_data
 import memory_tiers.users
-from memory_tiers import FactCandidate, InvalidIdentifierError, MemoryManager, MemoryState
+import memory_tiers.working.thread_data
+from memory_tiers import FactCandidate, InvalidIdentifierError, MemoryManager, MemoryState, OwnershipError
 from memory_tiers.extractors.rules import RulesExtractor
 from memory_tiers.jsonable import to_json
 from memory_tiers.long_term.schema import metadata
 from memory_tiers.long_term.user_data import user_rows
 from memory_tiers.session.users import FORGOTTEN_TTL_SECONDS
+from memory_tiers.working.fencing import RedisHeads
 
 USER_TABLES = [table for table in metadata.sorted_tables if "user_id" in table.c]
 
@@ -144,11 +146,14 @@ async def checkpoint_entries(manager: MemoryManager, backend: str, thread_id: st
 
 
 async def probe(manager: MemoryManager, backend: str, person: Person) -> dict[str, Any]:
-    """Everything of the person found by looking into the backends directly."""
+    """Everything of the person found by looking into the backends directly (the fencing heads
+    through the fence's own store: a hash per thread in Redis, or the process's dictionary)."""
+    heads = manager.checkpointer.fence.heads
     return {
         "sql": {name: n for name, n in (await sql_rows(manager, person.user_id)).items() if n},
         "redis": await redis_leaks(manager, person),
         "checkpoints": {t: n for t in person.threads if (n := await checkpoint_entries(manager, backend, t))},
+        "heads": {t: found for t in person.threads if (found := await heads.read(t))},
     }
 
 
@@ -157,9 +162,10 @@ def assert_all_there(found: dict[str, Any], person: Person) -> None:
     user_tag, claim = f"{{{person.user_id}}}", f"{{{person.live_session}}}"
     assert any(user_tag in key for key in found["redis"]) and any(claim in key for key in found["redis"])
     assert set(found["checkpoints"]) == set(person.threads), found
+    assert set(found["heads"]) == set(person.threads), found
 
 
-NOTHING = {"sql": {}, "redis": [], "checkpoints": {}}
+NOTHING = {"sql": {}, "redis": [], "checkpoints": {}, "heads": {}}
 
 
 def assert_nothing_left(found: dict[str, Any]) -> None:
@@ -235,9 +241,26 @@ async def test_forget_leaves_nothing_of_the_user_and_everything_of_the_other(
         assert [m.content for m in state["messages"]] == ["hello", "Hello stranger"]
 
 
-def fail_on_call(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, call: int) -> None:
-    """Make ``target.name`` (async) raise on its ``call``-th call only, as a crash would."""
-    real = getattr(target, name)
+@on_every_backend
+async def test_forget_drops_the_checkpointers_cached_owners(config: dict[str, Any], backend: str) -> None:
+    """The checkpointer caches a thread's owner; once forgotten, the thread id is free, and who
+    claims it next (here in the registry, as another worker would) owns it: no cached entry may
+    let the forgotten user back into it."""
+    async with MemoryManager(config) as manager:
+        alice, _ = await two_people(manager)
+        await manager.users.forget(alice.user_id)
+        newcomer, taken = unique("user"), alice.threads[0]
+        await manager.long_term.claim_thread(newcomer, taken)
+        with pytest.raises(OwnershipError):
+            await memory_graph(manager).ainvoke(
+                {"messages": [("user", "me again")]}, turn_config(alice.user_id, taken)
+            )
+        # Refused at the checkpointer, before LangGraph wrote her input into the thread.
+        assert await checkpoint_entries(manager, backend, taken) == 0
+
+
+def crash_on_call(real: Any, name: str, call: int) -> Any:
+    """``real`` (async), raising on its ``call``-th call only, as a crash would."""
     calls = iter(range(1, 1_000))
 
     async def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -245,19 +268,30 @@ def fail_on_call(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, call: 
             raise ConnectionError(f"crash in {name}")
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(target, name, flaky)
+    return flaky
 
 
-@pytest.mark.parametrize("step", ["checkpoints", "sessions", "long_term"])
+def fail_on_call(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, call: int) -> None:
+    """Make ``target.name`` (async) raise on its ``call``-th call only."""
+    monkeypatch.setattr(target, name, crash_on_call(getattr(target, name), name, call))
+
+
+@pytest.mark.parametrize("step", ["checkpoints", "heads", "sessions", "long_term"])
 async def test_a_forget_that_crashed_part_way_is_finished_by_the_next(
     memory_config: dict[str, Any], step: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = dict(memory_config.get("working") or {}).get("backend", "sqlite")
     async with MemoryManager(memory_config) as manager:
         alice, bob = await two_people(manager)
+        second = sorted(alice.threads)[1]  # the registry lists threads in id order
         with monkeypatch.context() as patch:
-            if step == "checkpoints":  # after the first thread's checkpoints are gone
-                fail_on_call(patch, memory_tiers.users, "delete_checkpoints", 2)
+            patch.setattr(memory_tiers.working.thread_data, "THREAD_BATCH", 1)
+            if step == "checkpoints":  # the second batch's delete, after the first batch is done
+                deletes = memory_tiers.working.thread_data._BATCH_DELETES
+                for saver, delete in deletes.items():
+                    patch.setitem(deletes, saver, crash_on_call(delete, saver, 2))
+            elif step == "heads":  # the second batch deleted, its owners and heads not yet forgotten
+                fail_on_call(patch, manager.checkpointer, "forget_owners", 2)
             elif step == "sessions":
                 fail_on_call(patch, manager.session_store, "forget_user", 1)
             else:  # inside the SQL transaction, at its last table (the registry)
@@ -275,10 +309,84 @@ async def test_a_forget_that_crashed_part_way_is_finished_by_the_next(
         found = await probe(manager, backend, alice)
         # The long-term rows go in one transaction: all of them are still there, the registry too.
         assert set(found["sql"]) == {table.name for table in USER_TABLES}
-        if step == "checkpoints":
-            assert len(found["checkpoints"]) == 1  # the thread after the crash
+        if step == "checkpoints":  # the thread after the crash is all there
+            assert set(found["checkpoints"]) == set(found["heads"]) == {second}
+        elif step == "heads":  # its checkpoints went, its head is left for the next call
+            assert not found["checkpoints"] and set(found["heads"]) == {second}
 
         await manager.users.forget(alice.user_id)
+        assert_nothing_left(await probe(manager, backend, alice))
+        assert_all_there(await probe(manager, backend, bob), bob)
+
+
+BATCH_FAMILIES = [family for family in FAMILIES if family.id != "redis-checkpointer"]
+
+
+@pytest.mark.parametrize(("memory_config", "backend"), BATCH_FAMILIES, indirect=["memory_config"])
+async def test_forget_deletes_all_threads_at_once_and_their_heads_in_one_call(
+    config: dict[str, Any], backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a delete per thread (LangGraph's ``adelete_thread``): one statement on PostgreSQL, one
+    commit on SQLite, and one call (one DEL on Redis) for the fencing heads of all the threads."""
+    async with MemoryManager(config) as manager:
+        alice, bob = await two_people(manager)
+        saver, heads = manager.checkpointer.inner, manager.checkpointer.fence.heads
+        per_thread = crash_on_call(saver.adelete_thread, "adelete_thread", 1)
+        monkeypatch.setattr(saver, "adelete_thread", per_thread)
+        forgotten: list[set[str]] = []
+        real_forget = heads.forget
+
+        async def forget(*thread_ids: str) -> None:
+            forgotten.append(set(thread_ids))
+            await real_forget(*thread_ids)
+
+        monkeypatch.setattr(heads, "forget", forget)
+        statements: list[str] = []
+        if backend == "postgres":
+            import psycopg
+
+            real_execute = psycopg.AsyncCursor.execute
+
+            async def execute(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                if "checkpoint" in str(query):
+                    statements.append(" ".join(str(query).split()))
+                return await real_execute(cursor, query, *args, **kwargs)
+
+            monkeypatch.setattr(psycopg.AsyncCursor, "execute", execute)
+        commits: list[int] = []
+        if backend == "sqlite":
+            real_commit = saver.conn.commit
+
+            async def commit() -> None:
+                commits.append(1)
+                await real_commit()
+
+            monkeypatch.setattr(saver.conn, "commit", commit)
+        redis_dels: list[tuple[Any, ...]] = []
+        client = manager.session_store.client
+        if isinstance(heads, RedisHeads):
+            real_command = client.execute_command
+
+            async def execute_command(*args: Any, **options: Any) -> Any:
+                if args[0] == "DEL" and any(":heads:" in str(key) for key in args[1:]):
+                    redis_dels.append(args[1:])
+                return await real_command(*args, **options)
+
+            monkeypatch.setattr(client, "execute_command", execute_command)
+
+        report = await manager.users.forget(alice.user_id)
+
+        assert report.threads == 2
+        assert forgotten == [set(alice.threads)]
+        if backend == "postgres":
+            assert len(statements) == 1 and statements[0].startswith("WITH writes AS (DELETE"), statements
+        if backend == "sqlite":
+            assert len(commits) == 1
+        if isinstance(heads, RedisHeads):  # the postgres+redis family
+            assert [set(keys) for keys in redis_dels] == [
+                {manager.session_store.keys.thread_heads(t) for t in alice.threads}
+            ]
+        monkeypatch.undo()
         assert_nothing_left(await probe(manager, backend, alice))
         assert_all_there(await probe(manager, backend, bob), bob)
 

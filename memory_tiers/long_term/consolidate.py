@@ -1,5 +1,5 @@
 """Fact consolidation: a turn's candidate facts merged into the user's facts, inside the caller's
-transaction.
+transaction (its `Statements`: a SQLAlchemy connection, or asyncpg's on the PostgreSQL save).
 
 - Exact duplicates merge through the partial unique index on current facts (INSERT ... ON
   CONFLICT), never check-then-insert, so concurrent saves of one fact leave one row.
@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, select, true, update
+from sqlalchemy import DateTime, Float, String, any_, bindparam, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from memory_tiers.extractors.base import FactCandidate
 from memory_tiers.long_term.recall import search_text
 from memory_tiers.long_term.schema import fact_observations, facts
+from memory_tiers.long_term.statements import Statements
 
 # pg_advisory_xact_lock(class, key): the class keeps our locks apart from the application's.
 _LOCK_CLASS = 0x6D74  # "mt"
@@ -114,26 +114,74 @@ def _latest_per_key(accepted: Sequence[Accepted]) -> list[Accepted]:
     return list(values.values())
 
 
+@dataclass(frozen=True)
+class Touch:
+    """A write that goes with a consolidation (the thread registry's upsert of a turn's thread):
+    an upsert with RETURNING, refused (``refusal`` raised, nothing written) when it returns no
+    row. On PostgreSQL it is a CTE of the consolidation's first statement, so it costs no round
+    trip of its own; elsewhere it is a statement of its own, first."""
+
+    statement: Any
+    params: Mapping[str, Any]
+    refusal: Exception
+
+
+async def touch_once(statements: Statements, touch: Touch | None) -> None:
+    """Make ``touch`` by itself (raising its refusal if refused); nothing when None."""
+    if touch is not None and not await statements.rows(touch.statement, touch.params):
+        raise touch.refusal
+
+
 async def _lock_and_find_replayed(
-    conn: AsyncConnection, dialect: str, user_id: str, provenance: Provenance, items: Sequence[Accepted]
+    statements: Statements,
+    dialect: str,
+    user_id: str,
+    provenance: Provenance,
+    items: Sequence[Accepted],
+    touch: Touch | None,
 ) -> set[tuple[str, str, str, str]]:
-    """Take the user's write lock (PostgreSQL) and find the (key, subject, attribute, value)
-    observations of this turn that are stored already (the turn is being replayed: a crash
-    after the commit, then a resume), in one statement.
+    """Make the ``touch``, take the user's write lock (PostgreSQL) and find the (key, subject,
+    attribute, value) observations of this turn that are stored already (the turn is being
+    replayed: a crash after the commit, then a resume), in one statement on PostgreSQL.
 
     The lock is the left side of a LEFT JOIN, so it is taken even when nothing matches. The
     observations are read in the statement's snapshot, which may predate a writer this lock
     waited for; only that writer's own observations could be missed, and those are a
     concurrent run of this very turn, whose rows the upserts below then merge into.
     """
-    if not provenance.replayable:
-        if dialect == "postgresql":
-            await conn.execute(select(_user_lock()), {"lock_user": user_id})
-        return set()
-    keys = [provenance.observation_key(item.candidate.message_id) for item in items]
-    params = {"lock_user": user_id, "seen_user": user_id, "seen_keys": sorted(set(keys))}
-    rows = (await conn.execute(_replay_check(dialect), params)).all()
-    return {tuple(row) for row in rows if row[0] is not None}  # type: ignore[misc]
+    params: dict[str, Any] = {"lock_user": user_id}
+    if provenance.replayable:
+        keys = [provenance.observation_key(item.candidate.message_id) for item in items]
+        params |= {"seen_user": user_id, "seen_keys": sorted(set(keys))}
+    elif dialect != "postgresql":
+        await touch_once(statements, touch)
+        return set()  # no lock to take, nothing to check
+    if dialect == "postgresql" and touch is not None:
+        rows = await statements.rows(
+            _touching(provenance.replayable, touch.statement), {**params, **touch.params}
+        )
+        if not rows[0]["touched"]:
+            raise touch.refusal
+    else:
+        await touch_once(statements, touch)
+        rows = await statements.rows(
+            _replay_check(dialect) if provenance.replayable else _lock_alone(), params
+        )
+    return {
+        (row["observation_key"], row["subject"], row["attribute"], row["value_norm"])
+        for row in rows
+        if provenance.replayable and row["observation_key"] is not None
+    }
+
+
+@functools.cache
+def _touching(replayable: bool, touch: Any) -> Any:
+    """PostgreSQL: the lock (and replay check) with ``touch`` as a CTE; ``touched`` counts the
+    rows it returned (a data-modifying CTE runs exactly once, whatever refers to it)."""
+    touched = touch.cte("touched")
+    first = (_replay_check("postgresql") if replayable else _lock_alone()).subquery("first")
+    count = select(func.count()).select_from(touched).scalar_subquery()
+    return select(count.label("touched"), *first.c).select_from(first)
 
 
 def _user_lock() -> Any:
@@ -145,15 +193,24 @@ def _user_lock() -> Any:
 
 
 @functools.cache
+def _lock_alone() -> Any:
+    return select(_user_lock())
+
+
+@functools.cache
 def _replay_check(dialect: str) -> Any:
-    """The replay check of `_lock_and_find_replayed`, with the user's lock on PostgreSQL."""
+    """The replay check of `_lock_and_find_replayed`, with the user's lock on PostgreSQL (where
+    the keys are one array parameter, so the statement's text never changes with their number)."""
+    key = fact_observations.c.observation_key
+    seen_keys: Any
+    if dialect == "postgresql":
+        seen_keys = key == any_(bindparam("seen_keys", type_=postgresql.ARRAY(String)))
+    else:
+        seen_keys = key.in_(bindparam("seen_keys", expanding=True))
     seen: Any = (
-        select(fact_observations.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
+        select(key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
         .join(facts, facts.c.id == fact_observations.c.fact_id)
-        .where(
-            fact_observations.c.user_id == bindparam("seen_user", type_=String),
-            fact_observations.c.observation_key.in_(bindparam("seen_keys", expanding=True)),
-        )
+        .where(fact_observations.c.user_id == bindparam("seen_user", type_=String), seen_keys)
     )
     if dialect != "postgresql":
         return seen
@@ -162,7 +219,7 @@ def _replay_check(dialect: str) -> Any:
 
 
 async def consolidate(
-    conn: AsyncConnection,
+    statements: Statements,
     dialect: str,
     user_id: str,
     provenance: Provenance,
@@ -170,15 +227,18 @@ async def consolidate(
     now: datetime,
     *,
     embeddings: Mapping[str, list[float]] | None = None,
+    touch: Touch | None = None,
 ) -> list[str]:
     """Merge ``accepted`` into the user's facts; returns the ids of the facts they landed in.
 
-    ``embeddings`` maps a candidate's value_norm to its vector, stored with new facts.
+    ``embeddings`` maps a candidate's value_norm to its vector, stored with new facts; ``touch``
+    is made first (with the lock, on PostgreSQL), and raises its refusal if it is refused.
     """
     items = _latest_per_key(accepted)
     if not items:
+        await touch_once(statements, touch)
         return []
-    seen = await _lock_and_find_replayed(conn, dialect, user_id, provenance, items)
+    seen = await _lock_and_find_replayed(statements, dialect, user_id, provenance, items, touch)
     if provenance.replayable:
         # A replayed turn must not bring back a value a later turn has replaced.
         items = [
@@ -215,68 +275,151 @@ async def consolidate(
         for item in items
         for c in [item.candidate]
     ]
-    landed = (await conn.execute(_fact_upsert(dialect), rows)).all()
-    created = {
-        row.id for row in landed if new_ids.get((row.subject, row.attribute, row.value_norm)) == row.id
-    }
-    fact_of = {(row.subject, row.attribute, row.value_norm): row.id for row in landed}
-
-    await _observe(conn, dialect, user_id, provenance, items, fact_of, created, now)
+    keys = [provenance.observation_key(item.candidate.message_id) for item in items]
+    if statements.pipelined:
+        # One statement a fact, all sent at once: upsert and observation in one round trip.
+        landed = await statements.many(
+            _upsert_and_observe(),
+            [{**_prefixed(row), "f_observation_key": key} for row, key in zip(rows, keys, strict=True)],
+        )
+        observed = [
+            {"fact_id": row["id"], "confidence": row["observed"]}
+            for row in landed
+            if row["observed"] is not None
+        ]
+    else:
+        landed = await statements.many(_fact_upsert(dialect), rows)
+        fact_of = {_fact_key(row): row["id"] for row in landed}  # RETURNING's order is not the rows'
+        observed = await statements.many(
+            _observation_insert(dialect),
+            [_observation(row, key, fact_of[_fact_key(row)]) for row, key in zip(rows, keys, strict=True)],
+        )
+    created = {row["id"] for row in landed if new_ids.get(_fact_key(row)) == row["id"]}
+    # A new observation of a known fact corroborates it (a stored one, a replay, does not).
+    corroborated = [row for row in observed if row["fact_id"] not in created]
+    if corroborated:
+        await statements.many(
+            _corroborate(),
+            [
+                {"b_fact_id": r["fact_id"], "b_confidence": r["confidence"], "b_now": now}
+                for r in corroborated
+            ],
+        )
 
     # A flagged value is kept for review but never replaces the value it contradicts.
-    singles = [row for row in landed if row.cardinality == "one" and row.id in created and not row.flagged]
+    singles = [
+        row for row in landed if row["cardinality"] == "one" and row["id"] in created and not row["flagged"]
+    ]
     if singles:
         # A new value of a single-valued attribute closes the old one, which stays as history.
-        await conn.execute(
-            update(facts)
-            .where(
-                facts.c.user_id == user_id,
-                facts.c.subject == bindparam("b_subject"),
-                facts.c.attribute == bindparam("b_attribute"),
-                facts.c.superseded_by.is_(None),
-                facts.c.id != bindparam("b_keep_id"),
-            )
-            .values(superseded_by=bindparam("b_keep_id"), valid_to=now),
-            [{"b_subject": r.subject, "b_attribute": r.attribute, "b_keep_id": r.id} for r in singles],
+        await statements.many(
+            _supersede(),
+            [
+                {
+                    "b_user": user_id,
+                    "b_subject": r["subject"],
+                    "b_attribute": r["attribute"],
+                    "b_keep_id": r["id"],
+                    "b_now": now,
+                }
+                for r in singles
+            ],
         )
-    return [row.id for row in landed]
+    return [row["id"] for row in landed]
 
 
-async def _observe(
-    conn: AsyncConnection,
-    dialect: str,
-    user_id: str,
-    provenance: Provenance,
-    items: Sequence[Accepted],
-    fact_of: Mapping[tuple[str, str, str], str],
-    created: set[str],
-    now: datetime,
-) -> None:
-    """Record each observation once; a new observation of a known fact corroborates it."""
-    rows = [
-        {
-            "fact_id": fact_of[(c.subject, c.attribute, c.value_norm)],
-            "observation_key": provenance.observation_key(c.message_id),
-            "user_id": user_id,
-            "thread_id": provenance.thread_id,
-            "checkpoint_id": provenance.checkpoint_id,
-            "message_id": c.message_id,
-            "confidence": c.confidence,
-            "observed_at": now,
-        }
-        for item in items
-        for c in [item.candidate]
-    ]
-    observed = (await conn.execute(_observation_insert(dialect), rows)).all()
-    corroborated = [row for row in observed if row.fact_id not in created]
-    if corroborated:
-        await conn.execute(
-            update(facts)
-            .where(facts.c.id == bindparam("b_fact_id"))
-            .values(
-                confidence=1.0 - (1.0 - facts.c.confidence) * (1.0 - bindparam("b_confidence")),
-                # The last observation dates the fact for recency.
-                updated_at=now,
-            ),
-            [{"b_fact_id": row.fact_id, "b_confidence": row.confidence} for row in corroborated],
+@functools.cache
+def _supersede() -> Any:
+    """Close the current values of (user, subject, attribute) other than ``b_keep_id``."""
+    return (
+        update(facts)
+        .where(
+            facts.c.user_id == bindparam("b_user", type_=String),
+            facts.c.subject == bindparam("b_subject", type_=String),
+            facts.c.attribute == bindparam("b_attribute", type_=String),
+            facts.c.superseded_by.is_(None),
+            facts.c.id != bindparam("b_keep_id", type_=String),
         )
+        .values(
+            superseded_by=bindparam("b_keep_id"), valid_to=bindparam("b_now", type_=DateTime(timezone=True))
+        )
+    )
+
+
+@functools.cache
+def _corroborate() -> Any:
+    """Raise a fact's confidence by a new observation's, and date it by that observation."""
+    return (
+        update(facts)
+        .where(facts.c.id == bindparam("b_fact_id", type_=String))
+        .values(
+            confidence=1.0 - (1.0 - facts.c.confidence) * (1.0 - bindparam("b_confidence", type_=Float)),
+            # The last observation dates the fact for recency.
+            updated_at=bindparam("b_now", type_=DateTime(timezone=True)),
+        )
+    )
+
+
+def _fact_key(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    return row["subject"], row["attribute"], row["value_norm"]
+
+
+def _observation(fact: Mapping[str, Any], key: str, fact_id: str) -> dict[str, Any]:
+    """The observation row of a fact row (its provenance, confidence and time), keyed ``key``."""
+    return {
+        "fact_id": fact_id,
+        "observation_key": key,
+        "user_id": fact["user_id"],
+        "thread_id": fact["thread_id"],
+        "checkpoint_id": fact["checkpoint_id"],
+        "message_id": fact["message_id"],
+        "confidence": fact["confidence"],
+        "observed_at": fact["updated_at"],
+    }
+
+
+# The columns of a fact row as `consolidate` builds it (the others keep their defaults).
+_FACT_ROW = (
+    "id",
+    "user_id",
+    "subject",
+    "attribute",
+    "value",
+    "value_norm",
+    "cardinality",
+    "confidence",
+    "thread_id",
+    "checkpoint_id",
+    "message_id",
+    "created_at",
+    "updated_at",
+    "valid_from",
+    "flagged",
+    "embedding",
+    "search_text",
+)
+
+
+def _prefixed(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"f_{name}": value for name, value in row.items()}
+
+
+@functools.cache
+def _upsert_and_observe() -> Any:
+    """PostgreSQL, one fact per execution (parameters ``f_<column>`` and ``f_observation_key``):
+    the fact upsert, then its observation of the fact it landed in, in one statement. Returns
+    the upsert's columns and ``observed``, the new observation's confidence (NULL when that
+    observation was stored already)."""
+    params = {name: bindparam(f"f_{name}", type_=facts.c[name].type) for name in _FACT_ROW}
+    landed = _fact_upsert("postgresql").values(params).cte("landed")
+    observation = _observation(params, bindparam("f_observation_key", type_=String), landed.c.id)
+    observed = (
+        insert_for("postgresql", fact_observations)
+        .from_select(list(observation), select(*observation.values()))
+        .on_conflict_do_nothing()
+        .returning(fact_observations.c.confidence)
+        .cte("observed")
+    )
+    return select(*landed.c, observed.c.confidence.label("observed")).select_from(
+        landed.outerjoin(observed, true())
+    )

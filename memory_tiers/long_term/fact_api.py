@@ -18,6 +18,7 @@ from memory_tiers.long_term.consolidate import Provenance, consolidate
 from memory_tiers.long_term.models import Fact, Observation
 from memory_tiers.long_term.recall import rank
 from memory_tiers.long_term.schema import fact_observations, facts
+from memory_tiers.long_term.statements import SqlAlchemyStatements
 from memory_tiers.translate import translate_errors
 
 if TYPE_CHECKING:
@@ -129,7 +130,13 @@ class FactAPI:
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
                 ids = await consolidate(
-                    conn, self.dialect, user_id, provenance, accepted, now, embeddings=embeddings
+                    SqlAlchemyStatements(conn),
+                    self.dialect,
+                    user_id,
+                    provenance,
+                    accepted,
+                    now,
+                    embeddings=embeddings,
                 )
                 if pinned and ids:
                     await conn.execute(update(facts).where(facts.c.id.in_(ids)).values(pinned=True))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, field_validator
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -49,6 +49,21 @@ class Fact(_Record):
         which validates in half the time of SQLAlchemy's row mapping; validation itself is as
         fast as ``model_construct`` and also makes SQLite's naive datetimes UTC."""
         return cls.model_validate(dict(row))
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> list[Fact]:
+        """`from_row` of each row, validated in one call (the per-fact cost of a validation
+        call from Python is a third of a fact's whole validation)."""
+        return _FACTS.validate_python([dict(row) for row in rows])
+
+    @staticmethod
+    def dump_json(facts: Sequence[Fact]) -> list[dict[str, Any]]:
+        """``[fact.model_dump(mode="json") for fact in facts]`` (what graph state holds), in
+        one serializer call."""
+        return _FACTS.dump_python(facts, mode="json")  # type: ignore[no-any-return]
+
+
+_FACTS: TypeAdapter[list[Fact]] = TypeAdapter(list[Fact])
 
 
 class Observation(_Record):

@@ -22,8 +22,10 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     String,
+    Text,
     bindparam,
     case,
+    cast,
     delete,
     func,
     literal_column,
@@ -40,7 +42,14 @@ from memory_tiers.errors import ConfigError, InvalidIdentifierError, OwnershipEr
 from memory_tiers.extractors.base import FactCandidate
 from memory_tiers.ids import validates_ids
 from memory_tiers.long_term import migrate
-from memory_tiers.long_term.consolidate import Accepted, Provenance, consolidate, insert_for
+from memory_tiers.long_term.consolidate import (
+    Accepted,
+    Provenance,
+    Touch,
+    consolidate,
+    insert_for,
+    touch_once,
+)
 from memory_tiers.long_term.engine import create_engine, long_term_url
 from memory_tiers.long_term.fact_api import FactAPI
 from memory_tiers.long_term.hygiene import looks_like_instruction
@@ -57,8 +66,10 @@ from memory_tiers.long_term.profile_migration import (
 from memory_tiers.long_term.recall import MAX_TERMS, RecallQuery, fact_text, rank
 from memory_tiers.long_term.registry import ThreadRegistry
 from memory_tiers.long_term.schema import archives, profiles, threads
+from memory_tiers.long_term.statements import SqlAlchemyStatements, Statements
 from memory_tiers.observability import Telemetry, instrumented
 from memory_tiers.retries import retry_sql
+from memory_tiers.sqlite_reads import SqliteReads
 from memory_tiers.state.migrators import StateMigrator
 from memory_tiers.store.items import check_value
 from memory_tiers.translate import translate_errors
@@ -159,6 +170,10 @@ class LongTermStore(FactAPI):
             from memory_tiers.asyncpg_reads import AsyncpgReads  # the postgres extra
 
             self._driver = AsyncpgReads(engine, cache_size=4 * (MAX_TERMS + 1))
+        # On aiosqlite, the same SELECTs in one hop to the driver's thread instead of four or five.
+        self._sqlite_reads: SqliteReads | None = None
+        if self.dialect == "sqlite" and engine.dialect.driver == "aiosqlite":
+            self._sqlite_reads = SqliteReads(engine, cache_size=4 * (MAX_TERMS + 1))
         self.registry = ThreadRegistry(engine, self.masked_url)
         self._recall = RecallQuery(self.dialect, self.config.recall, semantic=embeddings is not None)
         self._load_statement = functools.cache(self._build_load_statement)
@@ -220,7 +235,10 @@ class LongTermStore(FactAPI):
         first = rows[0]
         stored = None
         if first["schema_version"] is not None:  # NOT NULL: None means there is no profile row
-            stored = StoredProfile(first["document"], first["version"], first["schema_version"])
+            # Every row carries the document, as text (see `_build_load_statement`): decoded once.
+            decode = getattr(self.engine.dialect, "_json_deserializer", None) or json.loads
+            document = decode(first["document"])
+            stored = StoredProfile(document, first["version"], first["schema_version"])
         profile = await self._profile(user_id, stored)
         recalled = rank(
             [row for row in rows if row["id"] is not None],
@@ -230,15 +248,21 @@ class LongTermStore(FactAPI):
         )
         return LongTermContext(
             profile=profile,
-            facts=[Fact.from_row(row) for row in recalled],
+            facts=Fact.from_rows(recalled),
             thread_owner=first["thread_owner"],
         )
 
     def _build_load_statement(self, n_terms: int) -> Any:
-        """The load's one SELECT for a message of ``n_terms`` search terms (built once per shape)."""
+        """The load's one SELECT for a message of ``n_terms`` search terms (built once per shape).
+
+        The profile's columns repeat on every row (one per recalled fact): its document is
+        selected as text, so the driver's JSON decoding (as SQLAlchemy's JSON type sets it up)
+        runs once per load in `load_context`, not once per fact."""
         recall = self._recall.subquery(n_terms)
         anchor = select(literal_column("1").label("anchor")).subquery("anchor")
-        return select(*PROFILE_COLUMNS, threads.c.user_id.label("thread_owner"), *recall.c).select_from(
+        document, *rest = PROFILE_COLUMNS
+        profile = (cast(document, Text).label(document.key), *rest)
+        return select(*profile, threads.c.user_id.label("thread_owner"), *recall.c).select_from(
             anchor.outerjoin(profiles, profiles.c.user_id == bindparam("load_user", type_=String))
             .outerjoin(threads, threads.c.thread_id == bindparam("load_thread", type_=String))
             .outerjoin(recall, true())
@@ -292,22 +316,39 @@ class LongTermStore(FactAPI):
         embeddings = await self._embed_facts(accepted)
         now = _now()
 
-        async def write() -> list[str]:
-            with translate_errors(TIER, self.masked_url):
-                async with self.engine.begin() as conn:
-                    if provenance.thread_id is not None:
-                        await self._touch_thread(conn, user_id, provenance.thread_id, session_id, now)
-                    ids = await consolidate(
-                        conn, self.dialect, user_id, provenance, accepted, now, embeddings=embeddings
-                    )
-                    profile_patch = self._profile_patch(accepted)
-                    if profile_patch:
-                        await self._patch_profile(conn, user_id, profile_patch, now)
+        profile_patch = self._profile_patch(accepted)
+
+        touch = None
+        if provenance.thread_id is not None:
+            touch = self._thread_touch(user_id, provenance.thread_id, session_id, now)
+
+        async def write(statements: Statements, conn: AsyncConnection | None) -> list[str]:
+            ids = await consolidate(
+                statements,
+                self.dialect,
+                user_id,
+                provenance,
+                accepted,
+                now,
+                embeddings=embeddings,
+                touch=touch,
+            )
+            if conn is not None and profile_patch:
+                await self._patch_profile(conn, user_id, profile_patch, now)
             return ids
+
+        async def transaction() -> list[str]:
+            with translate_errors(TIER, self.masked_url):
+                if self._driver is not None and not profile_patch:
+                    # The hot path: every statement straight to asyncpg, in one transaction.
+                    async with self._driver.transaction() as direct:
+                        return await write(direct, None)
+                async with self.engine.begin() as conn:
+                    return await write(SqlAlchemyStatements(conn), conn)
 
         # One transaction, keyed by the turn's observations: a retry after a commit whose
         # acknowledgement was lost writes nothing twice.
-        ids = await self._retrying(write)
+        ids = await self._retrying(transaction)
         self.telemetry.metrics.add("facts_written", len(ids))
         return SaveOutcome(fact_ids=ids, rejected=rejected)
 
@@ -357,18 +398,13 @@ class LongTermStore(FactAPI):
             .values(document=document, version=profiles.c.version + 1, updated_at=now)
         )
 
-    async def _touch_thread(
-        self,
-        conn: AsyncConnection,
-        user_id: str,
-        thread_id: str,
-        session_id: str | None,
-        now: datetime,
-    ) -> None:
-        stmt = _thread_upsert(self.dialect)
-        params = {"t_thread": thread_id, "t_user": user_id, "t_session": session_id, "t_now": now}
-        if (await conn.execute(stmt, params)).first() is None:
-            raise OwnershipError(f"thread {thread_id!r} belongs to another user")
+    def _thread_touch(self, user_id: str, thread_id: str, session_id: str | None, now: datetime) -> Touch:
+        """Register the thread to the user or touch it; refused when another user holds it."""
+        return Touch(
+            _thread_upsert(self.dialect),
+            {"t_thread": thread_id, "t_user": user_id, "t_session": session_id, "t_now": now},
+            OwnershipError(f"thread {thread_id!r} belongs to another user"),
+        )
 
     async def _patch_profile(
         self, conn: AsyncConnection, user_id: str, patch: dict[str, Any], now: datetime
@@ -494,11 +530,13 @@ class LongTermStore(FactAPI):
 
     async def _hot_rows(self, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:
         """The rows of a statement built once (a recall shape), as mappings: straight from
-        asyncpg when the engine is on it (`memory_tiers.asyncpg_reads`), else as `_rows`."""
-        if self._driver is None:
+        asyncpg or aiosqlite when the engine is on one (`memory_tiers.asyncpg_reads`,
+        `memory_tiers.sqlite_reads`), else as `_rows`."""
+        driver = self._driver or self._sqlite_reads
+        if driver is None:
             return await self._rows(stmt, params)
         with translate_errors(TIER, self.masked_url):
-            return await self._driver.rows(stmt, params)
+            return await driver.rows(stmt, params)
 
     async def _rows(self, stmt: Any, params: dict[str, Any] | None = None) -> Sequence[Any]:
         with translate_errors(TIER, self.masked_url):
@@ -516,7 +554,9 @@ class LongTermStore(FactAPI):
         now = _now()
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
-                await self._touch_thread(conn, user_id, thread_id, session_id, now)
+                await touch_once(
+                    SqlAlchemyStatements(conn), self._thread_touch(user_id, thread_id, session_id, now)
+                )
                 row = (
                     (await conn.execute(select(threads).where(threads.c.thread_id == thread_id)))
                     .mappings()

@@ -96,8 +96,8 @@ class ThreadHeads(Protocol):
         """Put ``previous`` back (none: remove the head) if the head is still ``new``."""
         ...
 
-    async def forget(self, thread_id: str) -> None:
-        """Drop every head of the thread."""
+    async def forget(self, *thread_ids: str) -> None:
+        """Drop every head of the threads (in one round trip)."""
         ...
 
     async def read(self, thread_id: str) -> dict[str, str]:
@@ -168,9 +168,12 @@ class RedisHeads:
         with translate_errors(TIER, self._url):
             await self._restore(keys=[self._keys.thread_heads(thread_id)], args=args)
 
-    async def forget(self, thread_id: str) -> None:
+    async def forget(self, *thread_ids: str) -> None:
+        if not thread_ids:
+            return
+        # One DEL of many keys (on a Cluster, redis-py sends one per hash slot).
         with translate_errors(TIER, self._url):
-            await self._client.delete(self._keys.thread_heads(thread_id))
+            await self._client.delete(*(self._keys.thread_heads(thread_id) for thread_id in thread_ids))
 
     async def read(self, thread_id: str) -> dict[str, str]:
         with translate_errors(TIER, self._url):
@@ -205,8 +208,9 @@ class LocalHeads:
         else:
             heads[ns] = previous.raw
 
-    async def forget(self, thread_id: str) -> None:
-        self._heads.pop(thread_id, None)
+    async def forget(self, *thread_ids: str) -> None:
+        for thread_id in thread_ids:
+            self._heads.pop(thread_id, None)
 
     async def read(self, thread_id: str) -> dict[str, str]:
         return dict(self._heads.get(thread_id) or {})
@@ -339,13 +343,16 @@ class CheckpointFence:
         except Exception as error:  # the write's own error is the one to raise
             logger.warning("thread %r: could not put its head back: %s", claim.thread_id, error)
 
-    async def forget(self, thread_id: str) -> None:
-        """Drop the thread's heads (it was deleted): a thread recreated under the id starts clean."""
+    async def forget(self, *thread_ids: str) -> None:
+        """Drop the threads' heads (they were deleted): a thread recreated under an id starts clean."""
         try:
-            await self.heads.forget(thread_id)
+            await self.heads.forget(*thread_ids)
         except BackendUnavailableError as error:
             if not self._degrade:
                 raise
             # Left behind, they name checkpoints that no longer exist: repaired after the grace.
-            logger.warning("thread %r: could not drop its heads: %s", thread_id, error)
+            first = thread_ids[0] if thread_ids else None
+            logger.warning(
+                "%d thread(s) (%r ...): could not drop their heads: %s", len(thread_ids), first, error
+            )
             self._on_degraded(error)

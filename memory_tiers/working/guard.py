@@ -156,9 +156,9 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         if claim is not None and self.fence is not None:
             await self.fence.undo(claim)
 
-    async def _forget_heads(self, thread_id: str) -> None:
-        if self.fence is not None:
-            await self.fence.forget(str(thread_id))
+    async def _forget_heads(self, *thread_ids: str) -> None:
+        if self.fence is not None and thread_ids:
+            await self.fence.forget(*map(str, thread_ids))
 
     # -- async API ----------------------------------------------------------------------
 
@@ -220,6 +220,14 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         self._confirmed.pop(thread_id, None)
         await self.inner.adelete_thread(thread_id)
         await self._forget_heads(thread_id)  # a thread recreated under this id starts clean
+
+    async def forget_owners(self, thread_ids: Sequence[str]) -> None:
+        """What `adelete_thread` does besides deleting, for threads deleted on ``inner`` directly
+        (a batch delete, memory_tiers/working/thread_data.py): drop their cached owners, so no
+        run skips the registry for them, and their fencing heads (one call for all of them)."""
+        for thread_id in thread_ids:
+            self._confirmed.pop(thread_id, None)
+        await self._forget_heads(*thread_ids)
 
     # -- sync API -----------------------------------------------------------------------
 

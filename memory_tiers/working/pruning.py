@@ -204,7 +204,7 @@ WHERE c.thread_id = ANY(%(batch)s) AND c.thread_id = d.thread_id
 
 
 @asynccontextmanager
-async def _pg_cursor(saver: Any, *, binary: bool = False) -> AsyncIterator[Any]:
+async def pg_cursor(saver: Any, *, binary: bool = False) -> AsyncIterator[Any]:
     """A cursor in a transaction on the saver's connection; ``binary`` for large array
     parameters, which cost half as much to send so."""
     from psycopg import AsyncConnection
@@ -228,7 +228,7 @@ async def _pg_cursor(saver: Any, *, binary: bool = False) -> AsyncIterator[Any]:
 
 async def _read_postgres(saver: Any, thread_ids: Sequence[str]) -> ThreadChains:
     chains = _chains(thread_ids)
-    async with _pg_cursor(saver) as cur:
+    async with pg_cursor(saver) as cur:
         await cur.execute(_PG_CHAINS, (list(thread_ids),))
         rows = await cur.fetchall()
         delta_threads = {row[0] for row in rows if row[8]}
@@ -277,7 +277,7 @@ async def _prune_postgres(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
     threads, namespaces, ids = _columns(doomed, 3)
     blob_threads, blob_namespaces, channels, versions = _columns(freed, 4)
     # One statement, so one transaction: a crash leaves the batch as it was or pruned, never half.
-    async with _pg_cursor(saver, binary=True) as cur:
+    async with pg_cursor(saver, binary=True) as cur:
         await cur.execute(
             _PG_PRUNE,
             {

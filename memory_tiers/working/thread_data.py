@@ -1,7 +1,9 @@
-"""A thread's checkpoints as JSON data (for a user export), and deleting all of them."""
+"""A thread's checkpoints as JSON data (for a user export), and deleting all of them: of one
+thread, or of many threads at once (all of a user's, for ``users.forget``)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -9,8 +11,10 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 
 from memory_tiers.errors import BackendError
 from memory_tiers.jsonable import to_json
+from memory_tiers.translate import translate_errors
 from memory_tiers.working.chain import is_saver
 from memory_tiers.working.guard import OwnershipGuardedSaver
+from memory_tiers.working.pruning import pg_cursor
 from memory_tiers.working.state import channel_values
 
 # Savers whose adelete_thread removes all of a thread in one call.
@@ -18,6 +22,7 @@ DELETES_EVERYTHING = ("InMemorySaver", "AsyncSqliteSaver", "AsyncPostgresSaver")
 # Deletes of one thread on any other saver before giving up: some delete in capped batches
 # (AsyncRedisSaver: 10,000 checkpoints and 10,000 writes per call).
 MAX_DELETE_ROUNDS = 100
+THREAD_BATCH = 500  # threads deleted together by `delete_threads` (one statement on PostgreSQL)
 
 
 def _thread(thread_id: str) -> RunnableConfig:
@@ -95,3 +100,75 @@ async def delete_checkpoints(checkpointer: OwnershipGuardedSaver, thread_id: str
     raise BackendError(
         f"working tier: thread {thread_id!r} still has checkpoints after {MAX_DELETE_ROUNDS} deletes"
     )
+
+
+# -- many threads at once ------------------------------------------------------------------------
+# The savers' own tables and dictionaries, as memory_tiers/working/pruning.py uses them: each
+# backend removes every row of a batch of threads in one go.
+
+
+async def _delete_memory(saver: Any, thread_ids: Sequence[str]) -> None:
+    # One pass over the dictionaries for the batch (the saver's delete_thread scans them per thread).
+    doomed = set(thread_ids)
+    for thread_id in doomed:
+        saver.storage.pop(thread_id, None)
+    for table in (saver.writes, saver.blobs):
+        for key in [key for key in table if key[0] in doomed]:
+            del table[key]
+
+
+async def _delete_sqlite(saver: Any, thread_ids: Sequence[str]) -> None:
+    rows = [(thread_id,) for thread_id in thread_ids]
+    async with saver.lock:
+        # One transaction, so one commit (and one sync to disk) for the batch, not one per thread.
+        for table in ("writes", "checkpoints"):
+            await saver.conn.executemany(f"DELETE FROM {table} WHERE thread_id = ?", rows)
+        await saver.conn.commit()
+
+
+# One statement: the batch's writes, blobs and checkpoints, each read by the thread_id indexes.
+_PG_DELETE_THREADS = """
+WITH writes AS (DELETE FROM checkpoint_writes WHERE thread_id = ANY(%(batch)s)),
+blobs AS (DELETE FROM checkpoint_blobs WHERE thread_id = ANY(%(batch)s))
+DELETE FROM checkpoints WHERE thread_id = ANY(%(batch)s)
+"""
+
+
+async def _delete_postgres(saver: Any, thread_ids: Sequence[str]) -> None:
+    async with pg_cursor(saver, binary=True) as cur:
+        await cur.execute(_PG_DELETE_THREADS, {"batch": list(thread_ids)})
+
+
+BatchDelete = Callable[[Any, Sequence[str]], Awaitable[None]]
+_BATCH_DELETES: dict[str, BatchDelete] = {
+    "InMemorySaver": _delete_memory,
+    "AsyncSqliteSaver": _delete_sqlite,
+    "AsyncPostgresSaver": _delete_postgres,
+}
+
+
+async def delete_threads(checkpointer: OwnershipGuardedSaver, thread_ids: Sequence[str]) -> None:
+    """Delete every checkpoint, blob and write of the threads, and what the guard holds of them
+    (cached owners, fencing heads), as `delete_checkpoints` of each thread would.
+
+    In batches of `THREAD_BATCH`: on InMemorySaver, AsyncSqliteSaver and AsyncPostgresSaver a
+    batch is one delete (one pass, one transaction, one statement) followed by one
+    `OwnershipGuardedSaver.forget_owners`; other savers (AsyncRedisSaver deletes in capped
+    batches) go thread by thread through `delete_checkpoints`. A batch's owners and heads are
+    forgotten only once its checkpoints are gone, so a call that failed part way is finished by
+    calling it again with the same threads.
+
+    Raises:
+        BackendError: a thread still has checkpoints after `MAX_DELETE_ROUNDS` deletes.
+    """
+    saver = checkpointer.inner
+    delete = next((fn for name, fn in _BATCH_DELETES.items() if is_saver(saver, name)), None)
+    if delete is None:
+        for thread_id in thread_ids:
+            await delete_checkpoints(checkpointer, thread_id)
+        return
+    for start in range(0, len(thread_ids), THREAD_BATCH):
+        batch = [str(thread_id) for thread_id in thread_ids[start : start + THREAD_BATCH]]
+        with translate_errors("working", type(saver).__name__):
+            await delete(saver, batch)
+        await checkpointer.forget_owners(batch)

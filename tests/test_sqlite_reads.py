@@ -1,0 +1,161 @@
+"""The load's SELECT straight to aiosqlite (`SqliteReads`): what it must not change.
+
+Rows are what SQLAlchemy's row mappings would be (same keys, values and types), driver errors
+are translated as on every other path, and a connection that broke is not handed out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+from helpers import unique
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+
+from memory_tiers import FactCandidate, MemoryManager
+from memory_tiers.errors import BackendError, BackendUnavailableError
+from memory_tiers.long_term.store import LongTermStore, _now
+from memory_tiers.sqlite_reads import SqliteReads
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LongTermStore]:
+    config = {"data_dir": str(tmp_path), "working": {"backend": "memory"}, "session": {"url": "memory://"}}
+    async with MemoryManager(config) as manager:
+        yield manager.long_term_store
+
+
+async def _seeded(store: LongTermStore) -> str:
+    alice = unique("alice")
+    await store.patch_profile(alice, {"name": "Alice", "city": "Paris"})
+    candidates = [FactCandidate(attribute="likes", value=f"topic{i}") for i in range(12)]
+    await store.add_facts(alice, candidates)
+    await store.add_facts(
+        alice, [FactCandidate(attribute="lives_in", value="Paris", cardinality="one")], pinned=True
+    )
+    return alice
+
+
+def _statements(store: LongTermStore, user: str, query: str | None) -> list[tuple[object, dict]]:
+    n_terms, params = store._recall.params(user, query, _now())
+    load = (store._load_statement(n_terms), params | {"load_user": user, "load_thread": None})
+    n_terms, params = store._recall.params(user, query, _now(), limit=5)
+    search = (store._recall.search(n_terms, matching_only=True), params)
+    return [load, search]
+
+
+@pytest.mark.parametrize("query", ["Which topic do I like? Paris", None, "nothing matches this"])
+async def test_rows_are_sqlalchemys_row_mappings(store, query):
+    assert isinstance(store._sqlite_reads, SqliteReads)
+    for user in (await _seeded(store), unique("nobody")):
+        for statement, params in _statements(store, user, query):
+            expected = [dict(row) for row in await store._rows(statement, params)]
+            direct = await store._sqlite_reads.rows(statement, params)
+            assert direct == expected
+            assert [[type(v) for v in row.values()] for row in direct] == [
+                [type(v) for v in row.values()] for row in expected
+            ]
+
+
+async def test_the_load_reads_through_the_direct_path(store, monkeypatch):
+    alice = await _seeded(store)
+    sent = []
+    rows = SqliteReads.rows
+
+    async def counted(self, statement, params):
+        sent.append(statement)
+        return await rows(self, statement, params)
+
+    monkeypatch.setattr(SqliteReads, "rows", counted)
+    context = await store.load_context(alice, None, "Which topic do I like?")
+    assert len(sent) == 1
+    assert context.profile == await store.get_profile(alice)
+    assert context.profile.document["name"] == "Alice"
+    assert context.facts[0].value == "Paris"  # pinned first
+    assert all(f.created_at.tzinfo is not None for f in context.facts)
+
+
+async def test_the_direct_path_refuses_to_send_without_the_user(store):
+    statement, params = _statements(store, "alice", "x")[0]
+    with pytest.raises(KeyError, match="recall_user"):
+        await store._sqlite_reads.rows(statement, {k: v for k, v in params.items() if k != "recall_user"})
+
+
+async def test_driver_errors_on_the_direct_path_are_translated(store, monkeypatch):
+    alice = await _seeded(store)
+    reads = store._sqlite_reads
+    statement, params = _statements(store, alice, "topic1")[0]
+    compiled = reads._compiled(statement)
+    broken = compiled._replace(sql=compiled.sql.replace("mt_profiles", "mt_no_such_table"))
+    with monkeypatch.context() as patch:
+        patch.setattr(reads, "_compiled", lambda statement: broken)
+        with pytest.raises(OperationalError, match="mt_no_such_table") as raw:
+            await reads.rows(statement, params)
+        assert not raw.value.connection_invalidated
+        with pytest.raises(BackendError, match="mt_no_such_table") as refused:
+            await store.load_context(alice, None, "topic1")
+    assert not isinstance(refused.value, BackendUnavailableError)
+    assert isinstance(refused.value.__cause__.orig, sqlite3.OperationalError)
+    assert (await store.load_context(alice, None, "topic1")).profile.version == 2  # the connection was fine
+
+
+def _connects(store: LongTermStore) -> list[object]:
+    opened: list[object] = []
+    event.listen(store.engine.sync_engine, "connect", lambda conn, record: opened.append(conn))
+    return opened
+
+
+async def test_a_connection_that_broke_is_not_reused(store, monkeypatch):
+    alice = await _seeded(store)
+    await store.load_context(alice, None, "topic1")  # a pooled connection, now idle
+    opened = _connects(store)
+    execute_fetchall = aiosqlite.Connection.execute_fetchall
+
+    async def gone(self, sql, parameters=None):
+        monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", execute_fetchall)
+        raise ValueError("no active connection")
+
+    statement, params = _statements(store, alice, "topic1")[0]
+    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", gone)
+    with pytest.raises(OperationalError, match="no active connection") as raw:
+        await store._sqlite_reads.rows(statement, params)
+    assert raw.value.connection_invalidated
+    assert store.engine.sync_engine.pool.checkedout() == 0
+    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", gone)
+    with pytest.raises(BackendUnavailableError, match="no active connection"):
+        await store._hot_rows(statement, params)
+    assert len(opened) == 1  # the second call had a new connection: the first was dropped
+    retries = store.telemetry.metrics.snapshot()["retries"]
+    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", gone)
+    # The load retries a lost connection, on a new one.
+    assert (await store.load_context(alice, None, "topic1")).profile.version == 2
+    assert store.telemetry.metrics.snapshot()["retries"] == retries + 1
+    assert len(opened) == 3
+
+
+async def test_a_cancelled_read_does_not_hand_its_connection_out_again(store, monkeypatch):
+    alice = await _seeded(store)
+    await store.load_context(alice, None, "topic1")
+    opened = _connects(store)
+    execute_fetchall = aiosqlite.Connection.execute_fetchall
+    started = asyncio.Event()
+
+    async def hangs(self, sql, parameters=None):
+        monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", execute_fetchall)
+        started.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", hangs)
+    task = asyncio.ensure_future(store.load_context(alice, None, "topic1"))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert store.engine.sync_engine.pool.checkedout() == 0
+    assert (await store.load_context(alice, None, "topic1")).profile.version == 2
+    assert len(opened) == 1

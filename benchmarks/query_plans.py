@@ -23,14 +23,14 @@ Statement = tuple[str, Any]
 def captured(store: LongTermStore) -> Iterator[list[Statement]]:
     """The statements (driver SQL and parameters) ``store`` sends inside the block, through
     SQLAlchemy or straight to asyncpg or aiosqlite (its hot-path reads, see
-    `memory_tiers.asyncpg_reads` and `memory_tiers.sqlite_reads`)."""
+    `memory_tiers.direct_sql`)."""
     seen: list[Statement] = []
     engine = store.engine
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
         seen.append((statement, parameters))
 
-    driver = store._driver or store._sqlite_reads
+    driver = store._direct
     direct = driver.rows if driver is not None else None
 
     async def recording(statement: Any, params: Any) -> Any:

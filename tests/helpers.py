@@ -14,9 +14,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_tiers import MemoryManager, MemoryState
-from memory_tiers.asyncpg_reads import AsyncpgReads, AsyncpgStatements
+from memory_tiers.direct_sql.on_aiosqlite import SqliteDirect, SqliteStatements
+from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect, AsyncpgStatements
 from memory_tiers.long_term import migrate
-from memory_tiers.sqlite_reads import SqliteReads
 
 
 def unique(prefix: str) -> str:
@@ -75,48 +75,37 @@ def fail_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, error: Ex
 
 @contextmanager
 def counting_sql(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The first word of every SQL statement sent on ``engine``: through SQLAlchemy, straight to
-    aiosqlite (`memory_tiers.sqlite_reads`: the hot path's SELECTs on SQLite), or straight
-    to asyncpg (`memory_tiers.asyncpg_reads`: the hot path's SELECTs and the PostgreSQL save's
-    transaction, which SQLAlchemy's events do not see; an executemany counts once, as
-    SQLAlchemy's does)."""
+    """The first word of every SQL statement sent on ``engine``: through SQLAlchemy, or straight
+    to the driver (`memory_tiers.direct_sql`: the hot path's SELECTs and the save's transaction,
+    which SQLAlchemy's events do not see; an executemany counts once, as SQLAlchemy's does)."""
     statements: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
         statements.append(statement.split()[0].upper())
 
-    def counted(original: Any, compiler: Any) -> Any:
+    def counted(original: Any) -> Any:
         async def send(self: Any, statement: Any, params: Any) -> Any:
-            reads = compiler(self)
-            if reads.engine.sync_engine is engine.sync_engine:
+            direct = getattr(self, "direct", self)
+            if direct.engine.sync_engine is engine.sync_engine:
                 keys = tuple(params[0]) if isinstance(params, list) else None
-                statements.append(reads.bound(statement, params[0] if keys else params, keys)[0].split()[0])
+                statements.append(direct.bound(statement, params[0] if keys else params, keys)[0].split()[0])
             return await original(self, statement, params)
 
         return send
 
-    patched = {
-        (AsyncpgReads, "rows"): lambda reads: reads,
-        (AsyncpgStatements, "rows"): lambda direct: direct._compiler,
-        (AsyncpgStatements, "many"): lambda direct: direct._compiler,
-    }
+    patched = [
+        (owner, name)
+        for owner in (AsyncpgDirect, SqliteDirect, AsyncpgStatements, SqliteStatements)
+        for name in ("rows", "many")
+        if name in vars(owner)
+    ]
     originals = {target: getattr(*target) for target in patched}
-    sqlite_rows = SqliteReads.rows
-
-    async def sqlite_send(self: SqliteReads, statement: Any, params: Any) -> Any:
-        # The hot path's SELECTs straight to aiosqlite (`memory_tiers.sqlite_reads`).
-        if self.engine.sync_engine is engine.sync_engine:
-            statements.append(self.bound(statement, params)[0].split()[0])
-        return await sqlite_rows(self, statement, params)
-
     event.listen(engine.sync_engine, "before_cursor_execute", record)
-    for (owner, name), compiler in patched.items():
-        setattr(owner, name, counted(originals[owner, name], compiler))
-    SqliteReads.rows = sqlite_send  # type: ignore[method-assign]
+    for owner, name in patched:
+        setattr(owner, name, counted(originals[owner, name]))
     try:
         yield statements
     finally:
-        SqliteReads.rows = sqlite_rows  # type: ignore[method-assign]
         for (owner, name), original in originals.items():
             setattr(owner, name, original)
         event.remove(engine.sync_engine, "before_cursor_execute", record)

@@ -2,7 +2,7 @@
 
 Gets and searches reuse statements built once (a search's once per filter shape, its values
 bound per call), and on PostgreSQL with asyncpg a batch's lone get or search skips SQLAlchemy's
-execute path (`AsyncpgReads`). These tests pin what that must not change: each call sees only
+execute path (`AsyncpgDirect`). These tests pin what that must not change: each call sees only
 its own user's rows and its own filter values, a statement cannot run without the user, and
 driver errors on the direct path are translated (a broken connection is not reused).
 """
@@ -20,8 +20,8 @@ from langgraph.store.base import GetOp, SearchOp
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from memory_tiers.asyncpg_reads import AsyncpgReads
 from memory_tiers.config import IdKeysConfig, StoreConfig
+from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect
 from memory_tiers.errors import BackendError, BackendUnavailableError
 from memory_tiers.store import SqlStore
 from memory_tiers.store.filters import parse_filter
@@ -95,7 +95,7 @@ async def test_a_statement_cannot_run_without_the_user(store, engine):
 
 
 async def test_lone_gets_and_searches_go_straight_to_asyncpg(postgres_store, monkeypatch):
-    assert isinstance(postgres_store._driver, AsyncpgReads)
+    assert isinstance(postgres_store._driver, AsyncpgDirect)
     sent: list[str] = []
     rows = postgres_store._driver.rows
 
@@ -126,10 +126,10 @@ async def test_the_direct_path_refuses_to_send_without_the_user(postgres_store):
 async def test_driver_errors_on_the_direct_path_are_translated(postgres_store, monkeypatch):
     alice = postgres_store.for_user(unique("alice"))
     await alice.aput(("n",), "k", {"v": 1})
-    compiled = postgres_store._driver._compiled(postgres_store._sql.get_one)
+    compiled = postgres_store._driver.compiled(postgres_store._sql.get_one)
     broken = compiled._replace(sql=compiled.sql.replace("mt_store_items", "mt_no_such_table"))
     with monkeypatch.context() as patch:
-        patch.setattr(postgres_store._driver, "_compiled", lambda statement, column_keys=None: broken)
+        patch.setattr(postgres_store._driver, "compiled", lambda statement, column_keys=None: broken)
         with pytest.raises(BackendError, match="mt_no_such_table") as refused:
             await alice.aget(("n",), "k")
     assert not isinstance(refused.value, BackendUnavailableError)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, String, any_, bindparam, func, select, true, update
+from sqlalchemy import JSON, DateTime, Float, String, any_, bindparam, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from memory_tiers.extractors.base import FactCandidate
@@ -200,13 +200,15 @@ def _lock_alone() -> Any:
 @functools.cache
 def _replay_check(dialect: str) -> Any:
     """The replay check of `_lock_and_find_replayed`, with the user's lock on PostgreSQL (where
-    the keys are one array parameter, so the statement's text never changes with their number)."""
+    the keys are one array parameter, so the statement's text never changes with their number
+    and it can be sent straight to the driver)."""
     key = fact_observations.c.observation_key
     seen_keys: Any
     if dialect == "postgresql":
         seen_keys = key == any_(bindparam("seen_keys", type_=postgresql.ARRAY(String)))
-    else:
-        seen_keys = key.in_(bindparam("seen_keys", expanding=True))
+    else:  # a JSON array, for the same reason
+        listed = func.json_each(bindparam("seen_keys", type_=JSON)).table_valued("value")
+        seen_keys = key.in_(select(listed.c.value))
     seen: Any = (
         select(key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
         .join(facts, facts.c.id == fact_observations.c.fact_id)

@@ -2,9 +2,9 @@
 
 Consolidation (`memory_tiers.long_term.consolidate`) runs the same prebuilt statements either
 way; it only needs each statement's rows, by column name. `SqlAlchemyStatements` executes them
-on an `AsyncConnection` (every dialect); `memory_tiers.asyncpg_reads.AsyncpgStatements` sends
-their compiled form straight to asyncpg inside one asyncpg transaction (the PostgreSQL save's
-hot path), skipping SQLAlchemy's execute path around each round trip.
+on an `AsyncConnection` (every dialect); `memory_tiers.direct_sql`'s `AsyncpgStatements` and
+`SqliteStatements` send their compiled form straight to the driver inside one transaction (the
+save's hot path), skipping SQLAlchemy's execute path around each round trip.
 """
 
 from __future__ import annotations

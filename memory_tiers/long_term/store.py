@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_tiers.config import LongTermConfig
 from memory_tiers.config_values import mask_url
+from memory_tiers.direct_sql import direct_sql
 from memory_tiers.errors import ConfigError, InvalidIdentifierError, OwnershipError
 from memory_tiers.extractors.base import FactCandidate
 from memory_tiers.ids import validates_ids
@@ -69,7 +70,6 @@ from memory_tiers.long_term.schema import archives, profiles, threads
 from memory_tiers.long_term.statements import SqlAlchemyStatements, Statements
 from memory_tiers.observability import Telemetry, instrumented
 from memory_tiers.retries import retry_sql
-from memory_tiers.sqlite_reads import SqliteReads
 from memory_tiers.state.migrators import StateMigrator
 from memory_tiers.store.items import check_value
 from memory_tiers.translate import translate_errors
@@ -77,7 +77,6 @@ from memory_tiers.translate import translate_errors
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
 
-    from memory_tiers.asyncpg_reads import AsyncpgReads
 
 TIER = "long_term"
 _T = TypeVar("_T")
@@ -164,16 +163,9 @@ class LongTermStore(FactAPI):
         self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else engine
         )
-        # The hot path's SELECTs (built once per shape) skip SQLAlchemy's execute path on asyncpg.
-        self._driver: AsyncpgReads | None = None
-        if self.dialect == "postgresql" and engine.dialect.driver == "asyncpg":
-            from memory_tiers.asyncpg_reads import AsyncpgReads  # the postgres extra
-
-            self._driver = AsyncpgReads(engine, cache_size=4 * (MAX_TERMS + 1))
-        # On aiosqlite, the same SELECTs in one hop to the driver's thread instead of four or five.
-        self._sqlite_reads: SqliteReads | None = None
-        if self.dialect == "sqlite" and engine.dialect.driver == "aiosqlite":
-            self._sqlite_reads = SqliteReads(engine, cache_size=4 * (MAX_TERMS + 1))
+        # The hot path (the load's SELECT, the save's transaction: statements built once per
+        # shape) skips SQLAlchemy's execute path on asyncpg and aiosqlite.
+        self._direct = direct_sql(engine, cache_size=4 * (MAX_TERMS + 1) + 8)
         self.registry = ThreadRegistry(engine, self.masked_url)
         self._recall = RecallQuery(self.dialect, self.config.recall, semantic=embeddings is not None)
         self._load_statement = functools.cache(self._build_load_statement)
@@ -339,9 +331,9 @@ class LongTermStore(FactAPI):
 
         async def transaction() -> list[str]:
             with translate_errors(TIER, self.masked_url):
-                if self._driver is not None and not profile_patch:
-                    # The hot path: every statement straight to asyncpg, in one transaction.
-                    async with self._driver.transaction() as direct:
+                if self._direct is not None and not profile_patch:
+                    # The hot path: every statement straight to the driver, in one transaction.
+                    async with self._direct.transaction() as direct:
                         return await write(direct, None)
                 async with self.engine.begin() as conn:
                     return await write(SqlAlchemyStatements(conn), conn)
@@ -530,13 +522,12 @@ class LongTermStore(FactAPI):
 
     async def _hot_rows(self, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:
         """The rows of a statement built once (a recall shape), as mappings: straight from
-        asyncpg or aiosqlite when the engine is on one (`memory_tiers.asyncpg_reads`,
-        `memory_tiers.sqlite_reads`), else as `_rows`."""
-        driver = self._driver or self._sqlite_reads
-        if driver is None:
+        asyncpg or aiosqlite when the engine is on one (`memory_tiers.direct_sql`), else as
+        `_rows`."""
+        if self._direct is None:
             return await self._rows(stmt, params)
         with translate_errors(TIER, self.masked_url):
-            return await driver.rows(stmt, params)
+            return await self._direct.rows(stmt, params)
 
     async def _rows(self, stmt: Any, params: dict[str, Any] | None = None) -> Sequence[Any]:
         with translate_errors(TIER, self.masked_url):

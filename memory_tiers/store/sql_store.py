@@ -53,7 +53,7 @@ from memory_tiers.store.statements import COLUMNS, SEARCH_SHAPES, StoredRow, Sto
 from memory_tiers.translate import translate_errors
 
 if TYPE_CHECKING:
-    from memory_tiers.asyncpg_reads import AsyncpgReads
+    from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect
 
 logger = get_logger(__name__)
 
@@ -134,11 +134,11 @@ class SqlStore(BaseStore):
         # Reads skip BEGIN/ROLLBACK round trips; writes get a transaction of their own.
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sql = StoreStatements(self.dialect)  # shared by the `for_user` copies
-        self._driver: AsyncpgReads | None = None
+        self._driver: AsyncpgDirect | None = None
         if self.dialect == "postgresql" and engine.dialect.driver == "asyncpg":
-            from memory_tiers.asyncpg_reads import AsyncpgReads  # the postgres extra
+            from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect  # the postgres extra
 
-            self._driver = AsyncpgReads(engine, cache_size=SEARCH_SHAPES + 2, columns=COLUMNS)
+            self._driver = AsyncpgDirect(engine, cache_size=SEARCH_SHAPES + 2, columns=COLUMNS)
 
     def _now(self) -> datetime:
         # In UTC, always: SQLite keeps the wall time without the offset, and compares text.

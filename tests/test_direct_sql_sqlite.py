@@ -1,4 +1,4 @@
-"""The load's SELECT straight to aiosqlite (`SqliteReads`): what it must not change.
+"""The load's SELECT straight to aiosqlite (`SqliteDirect`): what it must not change.
 
 Rows are what SQLAlchemy's row mappings would be (same keys, values and types), driver errors
 are translated as on every other path, and a connection that broke is not handed out again.
@@ -18,9 +18,9 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from memory_tiers import FactCandidate, MemoryManager
+from memory_tiers.direct_sql.on_aiosqlite import SqliteDirect
 from memory_tiers.errors import BackendError, BackendUnavailableError
 from memory_tiers.long_term.store import LongTermStore, _now
-from memory_tiers.sqlite_reads import SqliteReads
 
 
 @pytest.fixture
@@ -51,11 +51,11 @@ def _statements(store: LongTermStore, user: str, query: str | None) -> list[tupl
 
 @pytest.mark.parametrize("query", ["Which topic do I like? Paris", None, "nothing matches this"])
 async def test_rows_are_sqlalchemys_row_mappings(store, query):
-    assert isinstance(store._sqlite_reads, SqliteReads)
+    assert isinstance(store._direct, SqliteDirect)
     for user in (await _seeded(store), unique("nobody")):
         for statement, params in _statements(store, user, query):
             expected = [dict(row) for row in await store._rows(statement, params)]
-            direct = await store._sqlite_reads.rows(statement, params)
+            direct = await store._direct.rows(statement, params)
             assert direct == expected
             assert [[type(v) for v in row.values()] for row in direct] == [
                 [type(v) for v in row.values()] for row in expected
@@ -65,13 +65,13 @@ async def test_rows_are_sqlalchemys_row_mappings(store, query):
 async def test_the_load_reads_through_the_direct_path(store, monkeypatch):
     alice = await _seeded(store)
     sent = []
-    rows = SqliteReads.rows
+    rows = SqliteDirect.rows
 
     async def counted(self, statement, params):
         sent.append(statement)
         return await rows(self, statement, params)
 
-    monkeypatch.setattr(SqliteReads, "rows", counted)
+    monkeypatch.setattr(SqliteDirect, "rows", counted)
     context = await store.load_context(alice, None, "Which topic do I like?")
     assert len(sent) == 1
     assert context.profile == await store.get_profile(alice)
@@ -83,17 +83,17 @@ async def test_the_load_reads_through_the_direct_path(store, monkeypatch):
 async def test_the_direct_path_refuses_to_send_without_the_user(store):
     statement, params = _statements(store, "alice", "x")[0]
     with pytest.raises(KeyError, match="recall_user"):
-        await store._sqlite_reads.rows(statement, {k: v for k, v in params.items() if k != "recall_user"})
+        await store._direct.rows(statement, {k: v for k, v in params.items() if k != "recall_user"})
 
 
 async def test_driver_errors_on_the_direct_path_are_translated(store, monkeypatch):
     alice = await _seeded(store)
-    reads = store._sqlite_reads
+    reads = store._direct
     statement, params = _statements(store, alice, "topic1")[0]
-    compiled = reads._compiled(statement)
+    compiled = reads.compiled(statement)
     broken = compiled._replace(sql=compiled.sql.replace("mt_profiles", "mt_no_such_table"))
     with monkeypatch.context() as patch:
-        patch.setattr(reads, "_compiled", lambda statement: broken)
+        patch.setattr(reads, "compiled", lambda statement, column_keys=None: broken)
         with pytest.raises(OperationalError, match="mt_no_such_table") as raw:
             await reads.rows(statement, params)
         assert not raw.value.connection_invalidated
@@ -123,7 +123,7 @@ async def test_a_connection_that_broke_is_not_reused(store, monkeypatch):
     statement, params = _statements(store, alice, "topic1")[0]
     monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", gone)
     with pytest.raises(OperationalError, match="no active connection") as raw:
-        await store._sqlite_reads.rows(statement, params)
+        await store._direct.rows(statement, params)
     assert raw.value.connection_invalidated
     assert store.engine.sync_engine.pool.checkedout() == 0
     monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", gone)

@@ -1,0 +1,127 @@
+"""What `memory_tiers.direct_sql` sends: a statement compiled once by the engine's dialect, and its
+arguments bound by name with SQLAlchemy's conversions."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, NamedTuple
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
+
+_PER_CALL = object()
+Convert = Callable[[Any], Any]
+
+
+class Compiled(NamedTuple):
+    """A statement's SQL for the driver, with how to bind it and read its rows."""
+
+    sql: str
+    # The driver's positional parameters: (name, _PER_CALL, SQLAlchemy's conversion of the value
+    # or None) when the call binds it, else (name, the converted value the statement carries,
+    # None), such as a filter path's labels.
+    parameters: tuple[tuple[str, Any, Convert | None], ...]
+    keys: tuple[str, ...]  # the result's column names
+    # (key, SQLAlchemy's result processor) of the columns whose values it converts.
+    processors: tuple[tuple[str, Convert], ...]
+
+
+def compile_statement(
+    engine: AsyncEngine, statement: Any, column_keys: tuple[str, ...] | None, *, results: bool
+) -> Compiled:
+    """``statement`` compiled by ``engine``'s dialect; an INSERT without ``VALUES`` takes the
+    columns ``column_keys``, bound by those names. With ``results``, the columns' result
+    processors are kept (for a driver whose values SQLAlchemy's types convert).
+
+    Raises:
+        ValueError: the statement has an IN list SQLAlchemy would expand per call.
+    """
+    dialect = engine.dialect
+    compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+    if compiled.post_compile_params:
+        raise ValueError("direct_sql cannot expand IN parameters: bind an array instead")
+    parameters = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind.required or (column_keys is not None and name in column_keys):
+            parameters.append((name, _PER_CALL, convert))
+        else:
+            parameters.append((name, bind.value if convert is None else convert(bind.value), None))
+    columns = compiled._result_columns  # what SQLAlchemy's own result uses to key and convert
+    processors = tuple(
+        (column.keyname, process)
+        for column in (columns if results else ())
+        if (process := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
+    )
+    return Compiled(
+        compiled.string, tuple(parameters), tuple(column.keyname for column in columns), processors
+    )
+
+
+class DirectSQL:
+    """The engine, its statements' compiled forms, and a pooled connection to send them on.
+
+    Args:
+        engine: the `AsyncEngine` whose pool and dialect are used.
+        cache_size: how many statements' compiled forms are kept.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, cache_size: int) -> None:
+        self.engine = engine
+        self.compiled = functools.lru_cache(maxsize=cache_size)(self._compile)
+
+    def _compile(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Compiled:
+        return compile_statement(self.engine, statement, column_keys, results=False)
+
+    def bound(
+        self, statement: Any, params: Mapping[str, Any], column_keys: tuple[str, ...] | None = None
+    ) -> tuple[str, list[Any]]:
+        """The SQL sent for ``statement`` and its positional arguments for ``params``.
+
+        Raises:
+            KeyError: a parameter is missing.
+        """
+        sql, parameters, _, _ = self.compiled(statement, column_keys)
+        return sql, [
+            value if value is not _PER_CALL else params[name] if convert is None else convert(params[name])
+            for name, value, convert in parameters
+        ]
+
+    # What the driver raised, as the DB-API error SQLAlchemy would wrap (None: not one of them).
+    def _driver_error(self, exc: BaseException) -> BaseException | None:
+        raise NotImplementedError
+
+    def _broken(self, driver: Any, exc: BaseException, error: BaseException | None) -> bool:
+        """Whether a connection that raised ``exc`` (``error`` as a DB-API error) is lost."""
+        raise NotImplementedError
+
+    _error_base: type[BaseException] = Exception
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A driver connection of the engine's pool, given back (or invalidated, if it broke)
+        after the block; the driver's errors are raised as SQLAlchemy's `DBAPIError`s."""
+        pooled = await self.engine.raw_connection()
+        driver = pooled.driver_connection
+        try:
+            yield driver
+        except BaseException as exc:
+            error = self._driver_error(exc)
+            # As SQLAlchemy decides: a lost connection, or a call cut short (cancelled), is not
+            # handed out again; one the server refused an input on is fine.
+            broken = not isinstance(exc, Exception) or self._broken(driver, exc, error)
+            if broken:
+                pooled.invalidate(exc)  # closes it without waiting, and returns its slot
+            else:
+                await greenlet_spawn(pooled.close)
+            if error is not None:
+                raise DBAPIError.instance(
+                    None, None, error, self._error_base, connection_invalidated=broken
+                ) from exc
+            raise  # OSError, TimeoutError, CancelledError: `translate_errors` knows them
+        # Check-in resets the connection (a rollback) and may close it (pool overflow).
+        await greenlet_spawn(pooled.close)

@@ -1,0 +1,107 @@
+"""`memory_tiers.direct_sql` on asyncpg: lone SELECTs outside any transaction, and transactions.
+
+Rows come back as asyncpg's records, decoded by asyncpg's codecs (SQLAlchemy registers its JSON
+codecs on every connection it opens), so only statements whose columns need no SQLAlchemy
+conversion belong here: columns are the caller's to know.
+
+Imported only for engines on the asyncpg driver (the ``postgres`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy import ColumnElement, Select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from memory_tiers.direct_sql.compiled import DirectSQL
+
+# Raised as SQLAlchemy's DBAPIError subclass of the same name (InterfaceError, DataError...).
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
+class AsyncpgDirect(DirectSQL):
+    """Statements on the asyncpg connection itself.
+
+    Args:
+        engine: an `AsyncEngine` on the asyncpg driver.
+        cache_size: how many statements' compiled forms are kept.
+        columns: when given, the only columns a SELECT sent by `rows` may select (in this order).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_size: int,
+        columns: Sequence[ColumnElement[Any]] | None = None,
+    ) -> None:
+        super().__init__(engine, cache_size=cache_size)
+        self.columns = None if columns is None else tuple(columns)
+
+    def _driver_error(self, exc: BaseException) -> BaseException | None:
+        return exc if isinstance(exc, _DRIVER_ERRORS) else None
+
+    def _broken(self, driver: Any, exc: BaseException, error: BaseException | None) -> bool:
+        # A connection that closed, or is in a confused state, is not handed out again.
+        return bool(driver.is_closed()) or isinstance(exc, asyncpg.InternalClientError)
+
+    def _selecting(self, statement: Select[Any]) -> Select[Any]:
+        if self.columns is not None:
+            selected, expected = tuple(statement.selected_columns), self.columns
+            if len(selected) != len(expected) or any(
+                a is not b for a, b in zip(selected, expected, strict=True)
+            ):
+                raise ValueError("AsyncpgDirect runs SELECTs of its own columns only")
+        return statement
+
+    async def rows(self, statement: Select[Any], params: Mapping[str, Any]) -> list[asyncpg.Record]:
+        """The rows of ``statement`` for ``params`` (by bound parameter name), outside any
+        transaction.
+
+        Raises:
+            KeyError: a parameter is missing (the user's, say): nothing was sent.
+            sqlalchemy.exc.DBAPIError: the server refused the statement.
+            sqlalchemy.exc.InterfaceError: the connection failed (it is invalidated).
+        """
+        sql, args = self.bound(self._selecting(statement), params)
+        async with self.connection() as driver:
+            records: list[asyncpg.Record] = await driver.fetch(sql, *args)
+        return records
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncpgStatements]:
+        """One transaction on a pooled connection: committed when the block ends, rolled back if
+        it raises. Errors are raised as by `rows`."""
+        async with self.connection() as driver, driver.transaction():
+            yield AsyncpgStatements(self, driver)
+
+
+class AsyncpgStatements:
+    """`memory_tiers.long_term.statements.Statements` on an asyncpg connection in a transaction
+    (`AsyncpgDirect.transaction`): each statement compiled once, rows as asyncpg records."""
+
+    pipelined = True  # asyncpg's fetchmany sends every execution before reading the results
+
+    def __init__(self, direct: AsyncpgDirect, connection: Any) -> None:
+        self.direct = direct
+        self._connection = connection
+
+    async def rows(self, statement: Any, params: Mapping[str, Any]) -> list[asyncpg.Record]:
+        """See `Statements.rows`."""
+        sql, args = self.direct.bound(statement, params)
+        records: list[asyncpg.Record] = await self._connection.fetch(sql, *args)
+        return records
+
+    async def many(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> list[asyncpg.Record]:
+        """See `Statements.many`: asyncpg sends the executions in one round trip."""
+        keys = tuple(rows[0])
+        bound = [self.direct.bound(statement, row, keys) for row in rows]
+        if len(bound) == 1:  # fetch's path is the shorter one
+            records: list[asyncpg.Record] = await self._connection.fetch(bound[0][0], *bound[0][1])
+        else:
+            records = await self._connection.fetchmany(bound[0][0], [args for _, args in bound])
+        return records

@@ -1,9 +1,10 @@
 """Benchmark ``history``: tier load + save at turn 1 vs turns 50, 100 and 200 of a thread.
 
 - turn 1: every iteration is a brand-new user, thread and session (empty history, no facts);
-- turn N (50, 100, 200; quick: 200 only): one thread with N - 1 saved turns (2(N - 1) messages in the state,
-  about N facts); every iteration runs its Nth turn again with new message ids (so it
-  extracts a new fact).
+- turn N (50, 100, 200; quick: 200 only): threads with N - 1 saved turns (2(N - 1) messages in
+  the state, about N facts), one user each; every iteration runs the Nth turn of one of them
+  again with new message ids (so it extracts a new fact), rotating over enough threads that
+  none gains more than `GROWTH` facts over the run.
 
 One sample is the load node followed by the save node, as in a turn, called directly.
 """
@@ -27,6 +28,8 @@ PLANS = {False: Plan(iterations=300, warmup=30), True: Plan(iterations=20, warmu
 LONG = 200
 LENGTHS = {False: (50, 100, LONG), True: (LONG,)}
 TARGET = 1.2
+GROWTH = 10  # the most turns a seeded thread gets during the run
+Thread = tuple[str, dict[str, Any], list[Any]]  # user, config, saved messages
 
 
 def label(turn: int) -> str:
@@ -61,15 +64,25 @@ async def one_turn(
     await manager.nodes.save.ainvoke({**state, **loaded, "messages": [*history, *new]}, config)
 
 
-def _later(manager: MemoryManager, tag: str, length: int, history: list[Any]) -> Variant:
-    """Iteration ``i`` runs the ``length``-th turn of the seeded thread again, with new ids."""
-    user = f"{tag}-len{length}"
-    config = turn_config(user, f"{user}-t", f"{user}-s")
+def _later(manager: MemoryManager, tag: str, length: int, threads: list[Thread]) -> Variant:
+    """Iteration ``i`` runs the ``length``-th turn of seeded thread ``i % len(threads)`` again,
+    with new ids."""
 
     async def later(i: int) -> None:
+        user, config, history = threads[i % len(threads)]
         await one_turn(manager, config, history, turn_messages(user, length + i))
 
     return Variant(label(length), later)
+
+
+async def _seeded(manager: MemoryManager, tag: str, length: int, count: int) -> list[Thread]:
+    """``count`` users, each with one thread of ``length - 1`` saved turns."""
+    threads = []
+    for n in range(count):
+        user = f"{tag}-len{length}-{n}"
+        config = turn_config(user, f"{user}-t", f"{user}-s")
+        threads.append((user, config, await seed_user(manager, config, user, length - 1)))
+    return threads
 
 
 async def _bench(stack: stacks.Stack, plan: Plan, lengths: tuple[int, ...]) -> Curve:
@@ -81,10 +94,11 @@ async def _bench(stack: stacks.Stack, plan: Plan, lengths: tuple[int, ...]) -> C
             await one_turn(manager, turn_config(user, f"{user}-t", f"{user}-s"), [], turn_messages(user, 0))
 
         variants = [Variant(FIRST, first)]
+        # Each timed turn adds a fact: spread over several users, the facts a turn N recalls
+        # stay about N (10 turns more a user over the run) instead of growing with iterations.
+        count = max(1, (plan.iterations + plan.warmup) // GROWTH)
         for length in lengths:
-            user = f"{tag}-len{length}"
-            config = turn_config(user, f"{user}-t", f"{user}-s")
-            variants.append(_later(manager, tag, length, await seed_user(manager, config, user, length - 1)))
+            variants.append(_later(manager, tag, length, await _seeded(manager, tag, length, count)))
         stats = await interleave(variants, plan)
     report.table(stack.name, stats)
     value = report.ratio(f"turn {LONG} / turn 1", stats[LATER], stats[FIRST])

@@ -28,6 +28,7 @@ import memory_tiers.long_term.user_data
 import memory_tiers.users
 import memory_tiers.working.thread_data
 from memory_tiers import FactCandidate, InvalidIdentifierError, MemoryManager, MemoryState, OwnershipError
+from memory_tiers.errors import BackendError
 from memory_tiers.extractors.rules import RulesExtractor
 from memory_tiers.jsonable import to_json
 from memory_tiers.long_term.schema import metadata
@@ -568,3 +569,37 @@ async def test_forget_waits_for_a_deferred_run_already_under_way(memory_config: 
 
         assert report.deferred_turns == 0 and report.long_term["mt_facts"] == 1
         assert await sql_rows(manager, alice.user_id) == {table.name: 0 for table in USER_TABLES}
+
+
+async def test_a_sqlite_batch_delete_that_fails_rolls_back_and_leaves_no_transaction_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The saver's connection is shared with every run: a half-done delete left open on it would
+    be committed by the next checkpoint write."""
+    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
+        alice, _ = await two_people(manager)
+        saver = manager.checkpointer.inner
+        real = saver.conn.executemany
+        calls = iter(range(1, 100))
+
+        async def second_table_fails(sql: str, rows: Any) -> Any:
+            if next(calls) == 2:  # "writes" deleted, "checkpoints" not yet
+                raise sqlite3.OperationalError("disk I/O error")
+            return await real(sql, rows)
+
+        monkeypatch.setattr(saver.conn, "executemany", second_table_fails)
+        with pytest.raises(BackendError, match="disk I/O error"):
+            await manager.users.forget(alice.user_id)
+        monkeypatch.undo()
+
+        assert not saver.conn.in_transaction
+        found = await probe(manager, "sqlite", alice)
+        assert set(found["checkpoints"]) == set(alice.threads)  # nothing of the batch went
+        async with saver.lock:
+            cursor = await saver.conn.execute(
+                "SELECT count(*) FROM writes WHERE thread_id IN (?, ?)", tuple(alice.threads)
+            )
+            (writes,) = await cursor.fetchone()
+        assert writes > 0  # the first table's deletes were rolled back too
+        await manager.users.forget(alice.user_id)
+        assert_nothing_left(await probe(manager, "sqlite", alice))

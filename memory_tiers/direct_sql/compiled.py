@@ -4,6 +4,7 @@ arguments bound by name with SQLAlchemy's conversions."""
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
@@ -50,7 +51,8 @@ def compile_statement(
         if bind.required or (column_keys is not None and name in column_keys):
             parameters.append((name, _PER_CALL, convert))
         else:
-            parameters.append((name, bind.value if convert is None else convert(bind.value), None))
+            value = bind.effective_value
+            parameters.append((name, value if convert is None else convert(value), None))
     columns = compiled._result_columns  # what SQLAlchemy's own result uses to key and convert
     processors = tuple(
         (column.keyname, process)
@@ -62,7 +64,7 @@ def compile_statement(
     )
 
 
-class DirectSQL:
+class DirectSQL(ABC):
     """The engine, its statements' compiled forms, and a pooled connection to send them on.
 
     Args:
@@ -91,13 +93,13 @@ class DirectSQL:
             for name, value, convert in parameters
         ]
 
-    # What the driver raised, as the DB-API error SQLAlchemy would wrap (None: not one of them).
+    @abstractmethod
     def _driver_error(self, exc: BaseException) -> BaseException | None:
-        raise NotImplementedError
+        """What the driver raised, as the DB-API error SQLAlchemy would wrap (None: not one)."""
 
+    @abstractmethod
     def _broken(self, driver: Any, exc: BaseException, error: BaseException | None) -> bool:
         """Whether a connection that raised ``exc`` (``error`` as a DB-API error) is lost."""
-        raise NotImplementedError
 
     _error_base: type[BaseException] = Exception
 
@@ -123,5 +125,6 @@ class DirectSQL:
                     None, None, error, self._error_base, connection_invalidated=broken
                 ) from exc
             raise  # OSError, TimeoutError, CancelledError: `translate_errors` knows them
-        # Check-in resets the connection (a rollback) and may close it (pool overflow).
+        # Check-in resets the connection as SQLAlchemy does (a rollback on aiosqlite; asyncpg's
+        # transactions here end by asyncpg's own commit or rollback) and may close it.
         await greenlet_spawn(pooled.close)

@@ -46,8 +46,14 @@ class AsyncpgDirect(DirectSQL):
         return exc if isinstance(exc, _DRIVER_ERRORS) else None
 
     def _broken(self, driver: Any, exc: BaseException, error: BaseException | None) -> bool:
-        # A connection that closed, or is in a confused state, is not handed out again.
-        return bool(driver.is_closed()) or isinstance(exc, asyncpg.InternalClientError)
+        # A connection that closed, is in a confused state, or is still inside a transaction
+        # (its ROLLBACK failed: SQLAlchemy's check-in would not roll back a transaction it did
+        # not begin) is not handed out again.
+        return (
+            bool(driver.is_closed())
+            or isinstance(exc, asyncpg.InternalClientError)
+            or bool(driver.is_in_transaction())
+        )
 
     def _selecting(self, statement: Select[Any]) -> Select[Any]:
         if self.columns is not None:

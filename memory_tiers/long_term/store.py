@@ -331,8 +331,10 @@ class LongTermStore(FactAPI):
 
         async def transaction() -> list[str]:
             with translate_errors(TIER, self.masked_url):
-                if self._direct is not None and not profile_patch:
-                    # The hot path: every statement straight to the driver, in one transaction.
+                if self._direct is not None and touch is not None and not profile_patch:
+                    # The hot path: every statement straight to the driver, in one transaction
+                    # (its first statement, the registry upsert, is a write: on SQLite that is
+                    # what begins the transaction).
                     async with self._direct.transaction() as direct:
                         return await write(direct, None)
                 async with self.engine.begin() as conn:

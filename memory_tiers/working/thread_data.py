@@ -121,8 +121,14 @@ async def _delete_sqlite(saver: Any, thread_ids: Sequence[str]) -> None:
     rows = [(thread_id,) for thread_id in thread_ids]
     async with saver.lock:
         # One transaction, so one commit (and one sync to disk) for the batch, not one per thread.
-        for table in ("writes", "checkpoints"):
-            await saver.conn.executemany(f"DELETE FROM {table} WHERE thread_id = ?", rows)
+        try:
+            for table in ("writes", "checkpoints"):
+                await saver.conn.executemany(f"DELETE FROM {table} WHERE thread_id = ?", rows)
+        except BaseException:
+            # Nothing half-deleted stays open on the saver's shared connection (its next write
+            # would commit it).
+            await saver.conn.rollback()
+            raise
         await saver.conn.commit()
 
 

@@ -1,6 +1,7 @@
 """The save's transaction straight to the driver (`memory_tiers.direct_sql`): what it must not
 change. It stores what SQLAlchemy's path stores, turn after turn (new, corroborated, replayed,
-superseded and flagged facts), and a failure or cancellation part way leaves nothing behind.
+superseded and flagged facts, and the profile they patch), and a failure or cancellation part
+way leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -83,11 +84,16 @@ async def test_the_direct_save_stores_what_sqlalchemys_path_stores(memory_config
         direct_facts = await store.list_facts(direct_user, include_history=True)
         sqlalchemy_facts = await store.list_facts(sqlalchemy_user, include_history=True)
         history = await store.fact_history(direct_user, "lives_in")
+        profiles = [await store.get_profile(user) for user in (direct_user, sqlalchemy_user)]
 
     assert _comparable(direct_facts) == _comparable(sqlalchemy_facts)
     assert [len(ids) for ids in direct_ids] == [len(ids) for ids in sqlalchemy_ids] == [3, 4, 0, 1]
     tea = next(f for f in direct_facts if f.value == "tea")
     assert tea.confidence == pytest.approx(1 - (1 - 0.8) * (1 - 0.5))  # corroborated once, not replayed
+    # The single-valued facts patch the profile, on the direct path too: same document, same
+    # version count (Rome, Milan, Rome: three changes).
+    assert profiles[0].document == profiles[1].document == {"lives_in": "Rome"}
+    assert profiles[0].version == profiles[1].version == 3
     assert [(f.value, f.valid_to is None) for f in history] == [
         ("Rome", False),
         ("Milan", False),

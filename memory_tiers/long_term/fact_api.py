@@ -142,7 +142,7 @@ class FactAPI:
                     await conn.execute(update(facts).where(facts.c.id.in_(ids)).values(pinned=True))
                 profile_patch = self._profile_patch(accepted)
                 if profile_patch:
-                    await self._patch_profile(conn, user_id, profile_patch, now)
+                    await self._patch_profile(SqlAlchemyStatements(conn), conn, user_id, profile_patch, now)
         return SaveOutcome(fact_ids=ids, rejected=rejected)
 
     async def pin_fact(self: LongTermStore, user_id: str, fact_id: str, pinned: bool = True) -> None:

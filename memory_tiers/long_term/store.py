@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
-    ColumnElement,
     DateTime,
     String,
     Text,
@@ -33,13 +31,12 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_tiers.config import LongTermConfig
 from memory_tiers.config_values import mask_url
 from memory_tiers.direct_sql import direct_sql
-from memory_tiers.errors import ConfigError, InvalidIdentifierError, OwnershipError
+from memory_tiers.errors import ConfigError, OwnershipError
 from memory_tiers.extractors.base import FactCandidate
 from memory_tiers.ids import validates_ids
 from memory_tiers.long_term import migrate
@@ -64,6 +61,7 @@ from memory_tiers.long_term.profile_migration import (
     profile_migrator_for,
     read_profile,
 )
+from memory_tiers.long_term.profile_patch import OldProfileShape, merge_patch
 from memory_tiers.long_term.recall import MAX_TERMS, RecallQuery, fact_text, rank
 from memory_tiers.long_term.registry import ThreadRegistry
 from memory_tiers.long_term.schema import archives, profiles, threads
@@ -80,7 +78,6 @@ if TYPE_CHECKING:
 
 TIER = "long_term"
 _T = TypeVar("_T")
-_PROFILE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 def _now() -> datetime:
@@ -325,18 +322,21 @@ class LongTermStore(FactAPI):
                 embeddings=embeddings,
                 touch=touch,
             )
-            if conn is not None and profile_patch:
-                await self._patch_profile(conn, user_id, profile_patch, now)
+            if profile_patch:
+                await self._patch_profile(statements, conn, user_id, profile_patch, now)
             return ids
 
         async def transaction() -> list[str]:
             with translate_errors(TIER, self.masked_url):
-                if self._direct is not None and touch is not None and not profile_patch:
+                if self._direct is not None and touch is not None:
                     # The hot path: every statement straight to the driver, in one transaction
                     # (its first statement, the registry upsert, is a write: on SQLite that is
                     # what begins the transaction).
-                    async with self._direct.transaction() as direct:
-                        return await write(direct, None)
+                    try:
+                        async with self._direct.transaction() as direct:
+                            return await write(direct, None)
+                    except OldProfileShape:
+                        pass  # rolled back; migrating the profile takes SQLAlchemy's path
                 async with self.engine.begin() as conn:
                     return await write(SqlAlchemyStatements(conn), conn)
 
@@ -401,58 +401,24 @@ class LongTermStore(FactAPI):
         )
 
     async def _patch_profile(
-        self, conn: AsyncConnection, user_id: str, patch: dict[str, Any], now: datetime
+        self,
+        statements: Statements,
+        conn: AsyncConnection | None,
+        user_id: str,
+        patch: dict[str, Any],
+        now: datetime,
     ) -> None:
-        """Merge ``patch`` into the profile (a new one is written at the current schema version);
-        an older-shaped document is migrated first, on the same transaction."""
-        merged = self._merge_document(patch)
-        insert = insert_for(self.dialect, profiles).values(
-            user_id=user_id,
-            document=patch,
-            version=1,
+        """Merge ``patch`` into the profile, in the caller's transaction (`profile_patch`)."""
+        await merge_patch(
+            statements,
+            conn,
+            dialect=self.dialect,
+            migrator=self.profile_migrator,
             schema_version=self.profile_version,
-            created_at=now,
-            updated_at=now,
+            user_id=user_id,
+            patch=patch,
+            now=now,
         )
-        # Re-stating what the profile already says is not a new version.
-        changed = self._differs(merged, profiles.c.document)
-        stmt = insert.on_conflict_do_update(
-            index_elements=[profiles.c.user_id],
-            set_={
-                "document": merged,
-                "version": profiles.c.version + case((changed, 1), else_=0),
-                "updated_at": case((changed, now), else_=profiles.c.updated_at),
-            },
-            # Never merge into an old-shape document: no row comes back, and it is migrated first.
-            where=profiles.c.schema_version >= self.profile_version,
-        ).returning(profiles.c.user_id)
-        if (await conn.execute(stmt)).first() is None:
-            # The attempted upsert locked the row (PostgreSQL) or the database (SQLite), so the
-            # migration's compare-and-set cannot miss and the retry merges into the new shape.
-            await bring_forward(
-                conn, self.profile_migrator, self.profile_version, user_id, await read_profile(conn, user_id)
-            )
-            await conn.execute(stmt)
-
-    def _differs(self, left: Any, right: Any) -> ColumnElement[bool]:
-        if self.dialect == "postgresql":
-            return left != right  # jsonb compares by value
-        return func.json(left) != func.json(right)  # canonical text on both sides
-
-    def _merge_document(self, patch: dict[str, Any]) -> ColumnElement[Any]:
-        """Set the top-level keys of ``patch`` in the stored profile, inside the database so
-        concurrent writers never lose each other's keys. Nested values are replaced whole."""
-        for key in patch:
-            if not _PROFILE_KEY.fullmatch(key):
-                raise InvalidIdentifierError(
-                    f"profile key {key!r} is invalid: use 1-128 letters, digits or _ . -"
-                )
-        if self.dialect == "postgresql":
-            return profiles.c.document.op("||")(bindparam("patch", patch, type_=postgresql.JSONB))
-        args: list[Any] = []
-        for key, value in patch.items():
-            args += [f'$."{key}"', func.json(json.dumps(value, allow_nan=False))]
-        return func.json_set(profiles.c.document, *args)
 
     # -- administrative API -------------------------------------------------------------
 
@@ -519,7 +485,7 @@ class LongTermStore(FactAPI):
         patch = check_value(patch)
         with translate_errors(TIER, self.masked_url):
             async with self.engine.begin() as conn:
-                await self._patch_profile(conn, user_id, patch, _now())
+                await self._patch_profile(SqlAlchemyStatements(conn), conn, user_id, patch, _now())
         return await self.get_profile(user_id)
 
     async def _hot_rows(self, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
-from memory_tiers.errors import BackendUnavailableError
+from memory_tiers.errors import BackendError, BackendUnavailableError
 
 T = TypeVar("T")
 OnRetry = Callable[[], None]
@@ -59,12 +59,25 @@ class CountingRetry(Retry):
         return await super().call_with_retry(do, counted, is_retryable, with_failure_count=True)
 
 
+# A transaction PostgreSQL asks to run again: a serialization failure, a deadlock.
+_RERUN_STATES = ("40001", "40P01")
+# asyncpg's prepared statement no longer matches the schema (a migration altered a table): it
+# has dropped its cached statements, and inside a transaction it cannot re-prepare by itself.
+_STALE_STATEMENTS = ("InvalidCachedStatementError", "OutdatedSchemaCacheError")
+
+
 def is_transient_sql_error(error: BaseException) -> bool:
     """A translated SQL error worth retrying: a lost or refused connection, or a statement
-    timeout; not pool exhaustion (retrying it would only multiply the wait)."""
-    return isinstance(error, BackendUnavailableError) and not isinstance(
-        error.__cause__, sqlalchemy.exc.TimeoutError
-    )
+    timeout; not pool exhaustion (retrying it would only multiply the wait). Also a transaction
+    the server asks to rerun (deadlock, serialization failure) or whose prepared statements a
+    schema change made stale: calls retried here are idempotent, so running them again is safe."""
+    if isinstance(error, BackendUnavailableError):
+        return not isinstance(error.__cause__, sqlalchemy.exc.TimeoutError)
+    orig = getattr(error.__cause__, "orig", None)
+    if not isinstance(error, BackendError) or orig is None:
+        return False
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state in _RERUN_STATES or type(orig).__name__ in _STALE_STATEMENTS
 
 
 async def retry_sql(call: Callable[[], Awaitable[T]], *, retries: int, on_retry: OnRetry) -> T:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from helpers import unique
 
-from memory_tiers import FactCandidate, MemoryManager
+from memory_tiers import BackendError, FactCandidate, MemoryManager
 from memory_tiers.long_term import store as store_module
 from memory_tiers.long_term.consolidate import Provenance
 from memory_tiers.long_term.store import LongTermStore
@@ -138,3 +138,63 @@ async def test_a_direct_save_interrupted_after_its_writes_leaves_nothing(
         outcome = await store.save_turn(user, Provenance(thread_id=thread, checkpoint_id="c1"), candidates)
         assert len(outcome.fact_ids) == 1
         assert await store.thread_owner(thread) == user
+
+
+async def test_a_save_after_a_schema_change_reruns_on_fresh_statements(
+    request: pytest.FixtureRequest, tmp_path: Any, fresh_postgres_url: str
+) -> None:
+    # A migration altering a table while workers run makes their prepared statements stale:
+    # inside a transaction asyncpg cannot re-prepare, so the save's transaction is run again.
+    from conftest import servers_config
+
+    user = unique("alice")
+    async with MemoryManager(servers_config(request, tmp_path, fresh_postgres_url)) as manager:
+        store = manager.long_term_store
+        candidates = [FactCandidate(attribute="likes", value="tea", message_id="m1")]
+        await store.save_turn(user, Provenance(thread_id=unique("t"), checkpoint_id="c1"), candidates)
+        async with store.engine.begin() as conn:  # what a migration might do: a column changes type
+            await conn.exec_driver_sql("ALTER TABLE mt_facts ALTER COLUMN cardinality TYPE text")
+        retries = store.telemetry.metrics.snapshot().get("retries", 0)
+        thread = unique("t")
+        outcome = await store.save_turn(user, Provenance(thread_id=thread, checkpoint_id="c2"), candidates)
+
+        assert len(outcome.fact_ids) == 1
+        assert await store.thread_owner(thread) == user
+        assert store.telemetry.metrics.snapshot()["retries"] == retries + 1
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "retried"),
+    [("40P01", True), ("40001", True), ("23505", False), ("42P01", False)],
+    ids=["deadlock", "serialization failure", "unique violation", "undefined table"],
+)
+async def test_a_save_the_server_asks_to_rerun_is_rerun(memory_config, monkeypatch, sqlstate, retried):
+    # Deadlocks and serialization failures roll the transaction back; the save is idempotent,
+    # so it runs again. Other refusals are the caller's to see.
+    from sqlalchemy.exc import DBAPIError
+
+    class ServerError(Exception):
+        pass
+
+    refusal = ServerError(f"server says {sqlstate}")
+    refusal.sqlstate = sqlstate  # type: ignore[attr-defined]
+    real = store_module.consolidate
+    failures = iter([DBAPIError("statement", None, refusal)])
+
+    async def refused_once(*args: Any, **kwargs: Any) -> list[str]:
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        return await real(*args, **kwargs)
+
+    async with MemoryManager(memory_config) as manager:
+        store = manager.long_term_store
+        monkeypatch.setattr(store_module, "consolidate", refused_once)
+        user, candidates = unique("alice"), [FactCandidate(attribute="likes", value="tea", message_id="m1")]
+        provenance = Provenance(thread_id=unique("t"), checkpoint_id="c1")
+        if retried:
+            assert len((await store.save_turn(user, provenance, candidates)).fact_ids) == 1
+            assert store.telemetry.metrics.snapshot()["retries"] == 1
+        else:
+            with pytest.raises(BackendError, match=f"server says {sqlstate}"):
+                await store.save_turn(user, provenance, candidates)
+            assert await store.list_facts(user) == []

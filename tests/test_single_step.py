@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from helpers import echo_agent, memory_graph, turn_config, unique
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
 from memory_tiers import MemoryManager, MemoryState, OwnershipError, StateSchemaError
@@ -100,3 +102,26 @@ async def test_the_wrapped_agent_takes_config_and_store_as_a_node_does(tmp_path)
 
     assert result["messages"][-1].content == "ok"
     assert seen == {"user": "alice", "store": store}
+
+
+async def test_a_sync_wrapped_agent_runs_off_the_event_loop_with_its_runtime(tmp_path):
+    # A sync agent may block (a sync model call): as a sync LangGraph node, it runs in a worker
+    # thread, not on the loop that serves the other turns, and gets the run's runtime.
+    seen: dict[str, Any] = {}
+
+    def agent(state: MemoryState, runtime: Runtime) -> dict[str, Any]:
+        seen["thread"] = threading.current_thread()
+        seen["store"] = runtime.store
+        return {"messages": [("ai", "ok")]}
+
+    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
+        builder = StateGraph(MemoryState)
+        builder.add_node("agent", manager.nodes.wrap(agent))
+        builder.add_edge(START, "agent")
+        builder.add_edge("agent", END)
+        graph = builder.compile(checkpointer=manager.checkpointer, store=manager.store)
+        await graph.ainvoke({"messages": [("user", "hi")]}, turn_config("alice", "t1"))
+        store = manager.store
+
+    assert seen["thread"] is not threading.current_thread()
+    assert seen["store"] is store

@@ -20,7 +20,7 @@ def wrapped_graph(manager: MemoryManager, agent: Any = echo_agent) -> Any:
     builder.add_node("agent", manager.nodes.wrap(agent))
     builder.add_edge(START, "agent")
     builder.add_edge("agent", END)
-    return builder.compile(checkpointer=manager.checkpointer)
+    return builder.compile(checkpointer=manager.checkpointer, store=manager.store)
 
 
 async def checkpoints(graph: Any, config: dict[str, Any]) -> int:
@@ -82,7 +82,7 @@ async def test_an_agent_that_returns_no_dict_is_a_clear_error(tmp_path):
             await graph.ainvoke({"messages": [("user", "hi")]}, turn_config("alice", "t1"))
 
 
-async def test_the_wrapped_agent_takes_config_and_store_as_a_node_does(tmp_path):
+async def test_the_wrapped_agent_takes_config_and_store_as_a_node_does(memory_config):
     # Parameters are passed as LangGraph passes them to a node: config, and the graph's store.
     seen: dict[str, Any] = {}
 
@@ -91,20 +91,17 @@ async def test_the_wrapped_agent_takes_config_and_store_as_a_node_does(tmp_path)
         seen["store"] = store
         return {"messages": [("ai", "ok")]}
 
-    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
-        builder = StateGraph(MemoryState)
-        builder.add_node("agent", manager.nodes.wrap(agent))
-        builder.add_edge(START, "agent")
-        builder.add_edge("agent", END)
-        graph = builder.compile(checkpointer=manager.checkpointer, store=manager.store)
-        result = await graph.ainvoke({"messages": [("user", "hi")]}, turn_config("alice", "t1"))
+    alice = unique("alice")
+    async with MemoryManager(memory_config) as manager:
+        graph = wrapped_graph(manager, agent)
+        result = await graph.ainvoke({"messages": [("user", "hi")]}, turn_config(alice, unique("t")))
         store = manager.store
 
     assert result["messages"][-1].content == "ok"
-    assert seen == {"user": "alice", "store": store}
+    assert seen == {"user": alice, "store": store}
 
 
-async def test_a_sync_wrapped_agent_runs_off_the_event_loop_with_its_runtime(tmp_path):
+async def test_a_sync_wrapped_agent_runs_off_the_event_loop_with_its_runtime(memory_config):
     # A sync agent may block (a sync model call): as a sync LangGraph node, it runs in a worker
     # thread, not on the loop that serves the other turns, and gets the run's runtime.
     seen: dict[str, Any] = {}
@@ -114,13 +111,9 @@ async def test_a_sync_wrapped_agent_runs_off_the_event_loop_with_its_runtime(tmp
         seen["store"] = runtime.store
         return {"messages": [("ai", "ok")]}
 
-    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
-        builder = StateGraph(MemoryState)
-        builder.add_node("agent", manager.nodes.wrap(agent))
-        builder.add_edge(START, "agent")
-        builder.add_edge("agent", END)
-        graph = builder.compile(checkpointer=manager.checkpointer, store=manager.store)
-        await graph.ainvoke({"messages": [("user", "hi")]}, turn_config("alice", "t1"))
+    async with MemoryManager(memory_config) as manager:
+        graph = wrapped_graph(manager, agent)
+        await graph.ainvoke({"messages": [("user", "hi")]}, turn_config(unique("alice"), unique("t")))
         store = manager.store
 
     assert seen["thread"] is not threading.current_thread()

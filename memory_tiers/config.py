@@ -188,6 +188,12 @@ class SessionConfig(_Section):
         default=timedelta(hours=1), description="a session expires this long after its last write (or read)"
     )
     sliding: bool = Field(default=True, description="reads push the expiry forward by ttl")
+    scripts: bool = Field(
+        default=True,
+        description="on a standalone Redis, each session read and write is one Lua script (EVALSHA) "
+        "of the same plain commands instead of a pipeline of them; off for a proxy that refuses "
+        "EVAL. Cluster and memory:// always use pipelines",
+    )
     key_prefix: str = Field(
         default="memory_tiers",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",

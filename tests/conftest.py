@@ -76,16 +76,30 @@ def redis_cluster_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["embedded", "postgres+redis"])
+MEMORY_BACKENDS = ("embedded", "postgres+redis")
+PIPELINED_REDIS = "postgres+redis, session pipelines"
+
+
+@pytest.fixture(params=MEMORY_BACKENDS)
 def memory_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
     """A MemoryManager config for each backend family the suite runs on.
 
     ``embedded`` is the default (SQLite files + in-process fakeredis); ``postgres+redis`` uses
     the real servers, with this run's own database and a unique Redis key prefix.
     """
-    if request.param == "postgres+redis":
-        return servers_config(request, tmp_path, request.getfixturevalue("postgres_url"))
-    return {"data_dir": str(tmp_path / "data")}
+    return memory_config_for(request, tmp_path)
+
+
+def memory_config_for(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """The config of ``request.param``: one of MEMORY_BACKENDS, or PIPELINED_REDIS (the real
+    servers with ``session.scripts`` off, as on a Cluster: for the session tier's tests, which
+    run both ways a standalone Redis can be written)."""
+    if request.param == "embedded":
+        return {"data_dir": str(tmp_path / "data")}
+    config = servers_config(request, tmp_path, request.getfixturevalue("postgres_url"))
+    if request.param == PIPELINED_REDIS:
+        config["session"] = {**config["session"], "scripts": False}  # type: ignore[dict-item]
+    return config
 
 
 def servers_config(request: pytest.FixtureRequest, tmp_path: Path, database: str) -> dict[str, object]:

@@ -11,15 +11,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MEMORY_BACKENDS, PIPELINED_REDIS, memory_config_for
 from helpers import memory_graph, turn_config, unique
 
 from memory_tiers import MemoryManager, OwnershipError
 from memory_tiers.session.store import SessionStore
 
 POLL_LIMIT = 15.0  # seconds any bounded wait may take before the test fails
+
+
+@pytest.fixture(params=[*MEMORY_BACKENDS, PIPELINED_REDIS])
+def memory_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """The suite's backends, and real Redis written by pipelines as well as by scripts."""
+    return memory_config_for(request, tmp_path)
 
 
 def with_session(memory_config: dict[str, Any], **session: Any) -> dict[str, Any]:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from conftest import MEMORY_BACKENDS, PIPELINED_REDIS, memory_config_for
 from helpers import unique
+from services import private_redis
 
 from memory_tiers import MemoryManager, NotFoundError, OwnershipError, UsageError
+
+
+@pytest.fixture(params=[*MEMORY_BACKENDS, PIPELINED_REDIS])
+def memory_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """The suite's backends, and real Redis written by pipelines as well as by scripts."""
+    return memory_config_for(request, tmp_path)
 
 
 async def test_value_and_ttl_are_written_together_and_reads_slide_the_ttl(memory_config):
@@ -89,3 +99,41 @@ async def test_an_ended_session_id_can_be_claimed_again(memory_config):
         await manager.sessions.end(alice, session)
         record = await manager.sessions.start(bob, session)
     assert record.user_id == bob
+
+
+async def test_a_save_refused_for_another_users_session_id_writes_nothing(memory_config):
+    alice, bob, session = unique("alice"), unique("bob"), unique("s")
+    async with MemoryManager(memory_config) as manager:
+        store = manager.session_store
+        await store.save(alice, session, {"secret": "canary-123"})
+        with pytest.raises(OwnershipError):
+            await store.save(bob, session, {"x": 1})
+        bobs_keys = [k async for k in store.client.scan_iter(match=store.keys.user_pattern(bob))]
+        assert bobs_keys == []
+        assert await store.client.zrange(store.keys.expiry_index(), 0, -1) == [
+            store.keys.expiry_member(alice, session)
+        ]
+        assert await store.client.get(store.keys.claim(session)) == alice
+        assert (await store.get(alice, session)).data == {"secret": "canary-123"}
+
+
+async def test_reads_and_writes_are_scripts_only_on_a_standalone_redis_with_scripts_on(memory_config):
+    async with MemoryManager(memory_config) as manager:
+        session = manager.config.session
+        standalone = session.url.get_secret_value().startswith("redis://") and not session.cluster
+        assert (manager.session_store.scripts is not None) == (standalone and session.scripts)
+
+
+async def test_a_redis_that_forgot_the_scripts_is_sent_them_again(tmp_path):
+    alice, session = unique("alice"), unique("s")
+    with private_redis(aof=False) as server:
+        config = {"data_dir": str(tmp_path / "data"), "session": {"url": server.url}}
+        async with MemoryManager(config) as manager:
+            store = manager.session_store
+            assert store.scripts is not None
+            await store.save(alice, session, {"n": 1})
+            await store.client.script_flush()  # as after a restart: the server has no scripts
+            assert (await store.get(alice, session)).data == {"n": 1}
+            await store.client.script_flush()
+            await store.save(alice, session, {"n": 2})
+            assert (await store.get(alice, session)).data == {"n": 2}

@@ -41,14 +41,11 @@ class ArchiveSession(Protocol):
     """Where expired sessions go: long-term memory, in the manager."""
 
     async def archive(self, record: SessionRecord) -> object:
-        """Store the context of an expired session (idempotently: same record, same row)."""
+        """Store the context of an expired session durably, idempotently: the same record lands
+        on the same row (`memory_tiers.session.records.archive_id` gives a stable id)."""
 
     async def discard(self, record: SessionRecord) -> None:
         """Remove what `archive` stored for ``record`` (its user was forgotten meanwhile)."""
-
-
-"""Stores an expired session's context durably; must be idempotent for the same record
-(`memory_tiers.session.records.archive_id` gives a stable id)."""
 
 
 class _Outcome(enum.Enum):

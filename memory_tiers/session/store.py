@@ -1,7 +1,8 @@
 """The Redis session store: plain commands only, so any Redis 6.2+/Valkey works without modules.
 
-Every operation is one round trip (a non-transactional pipeline, which stays valid on Cluster
-because a user's keys share a hash tag). Values and their TTL are written by one ``SET ... EX``;
+Every operation is one round trip: on a standalone Redis a Lua script of those commands
+(`memory_tiers.session.scripts`), else a non-transactional pipeline, which stays valid on
+Cluster because a user's keys share a hash tag. Values and their TTL are written by one ``SET ... EX``;
 reads use ``GETEX`` so the sliding expiry moves in the same command. With an archive callback,
 sessions are archived before Redis drops them (`memory_tiers.session.expiry`).
 """
@@ -28,6 +29,7 @@ from memory_tiers.session import users
 from memory_tiers.session.expiry import ArchiveSession, SessionExpiry, SweepReport
 from memory_tiers.session.keys import SessionKeys
 from memory_tiers.session.records import SessionRecord, decode, encode
+from memory_tiers.session.scripts import SessionRead, SessionScripts, runs_scripts
 from memory_tiers.translate import translate_errors
 
 __all__ = ["SessionRecord", "SessionStore"]
@@ -51,6 +53,8 @@ class SessionStore:
         expiry_grace: how much longer the shadow copy lives than the session.
         telemetry: where its spans and counters go (a manager passes its own; the global
             OpenTelemetry providers and counts of its own when None).
+        scripts: send each read and write as one Lua script (`memory_tiers.session.scripts`;
+            a standalone Redis only) instead of a pipeline.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class SessionStore:
         archive: ArchiveSession | None = None,
         expiry_grace: timedelta = timedelta(days=1),
         telemetry: Telemetry | None = None,
+        scripts: bool = False,
     ) -> None:
         self.client = client
         self.telemetry = telemetry or Telemetry()
@@ -81,6 +86,15 @@ class SessionStore:
                 archive=archive,
                 masked_url=self.masked_url,
             )
+        self.scripts: SessionScripts | None = None
+        if scripts:
+            self.scripts = SessionScripts(
+                client,
+                self.keys,
+                ttl_seconds=self.ttl_seconds,
+                sliding=sliding,
+                shadow_ttl_seconds=None if self.expiry is None else self.expiry.shadow_ttl_seconds,
+            )
 
     @classmethod
     def from_config(
@@ -93,7 +107,8 @@ class SessionStore:
         telemetry: Telemetry | None = None,
     ) -> SessionStore:
         """A store on ``client`` with the settings of ``config``; ``archive`` is used only when
-        ``config.archive_on_expiry`` is on."""
+        ``config.archive_on_expiry`` is on, the scripts only when ``config.scripts`` is on and
+        ``client`` is a standalone Redis (`memory_tiers.session.scripts.runs_scripts`)."""
         return cls(
             client,
             ttl=config.ttl,
@@ -103,6 +118,7 @@ class SessionStore:
             archive=archive if config.archive_on_expiry else None,
             expiry_grace=config.expiry_grace,
             telemetry=telemetry,
+            scripts=config.scripts and runs_scripts(client),
         )
 
     @classmethod
@@ -175,40 +191,47 @@ class SessionStore:
         Raises:
             OwnershipError: the session id is held by another user.
         """
+        expires_at = self._expires_at()
+        with translate_errors(TIER, self.masked_url):
+            if self.scripts is not None:
+                read = await self.scripts.read(user_id, session_id, expires_at)
+            else:
+                read = await self._read_pipelined(user_id, session_id, expires_at)
+        if read.owner is not None and read.owner != user_id:
+            raise OwnershipError(f"session {session_id!r} belongs to another user")
+        if read.raw is not None:
+            if self.sliding:
+                self.telemetry.metrics.add("ttl_refreshes")
+            return decode(user_id, session_id, read.raw)
+        if read.rescored:  # ZADD XX re-scored an expired session's stale entry
+            await self._unlist_expired(user_id, session_id)
+        if read.shadowed and self.expiry is not None:  # expired, but its shadow is still there
+            await self.expiry.archive_expired(user_id, session_id)
+        return None
+
+    async def _read_pipelined(self, user_id: str, session_id: str, expires_at: float) -> SessionRead:
+        """`load`'s read as one pipeline of plain commands (Cluster, fakeredis, scripts off)."""
         key, claim, index = (
             self.keys.session(user_id, session_id),
             self.keys.claim(session_id),
             self.keys.index(user_id),
         )
-        expires_at = self._expires_at()
-        with translate_errors(TIER, self.masked_url):
-            async with self.client.pipeline(transaction=False) as pipe:
-                if self.sliding:
-                    # GETEX, EXPIRE and ZADD XX touch only what exists: a read creates nothing.
-                    pipe.getex(key, ex=self.ttl_seconds)
-                    pipe.getex(claim, ex=self.ttl_seconds)
-                else:
-                    pipe.get(key)
-                    pipe.get(claim)
-                if self.expiry is not None:
-                    self.expiry.on_read(
-                        pipe, user_id, session_id, sliding=self.sliding, expires_at=expires_at
-                    )
-                if self.sliding:
-                    pipe.zadd(index, {session_id: expires_at}, xx=True, ch=True)
-                    pipe.expire(index, self.ttl_seconds)
-                raw, owner, *rest = await pipe.execute()
-        if owner is not None and owner != user_id:
-            raise OwnershipError(f"session {session_id!r} belongs to another user")
-        if raw is not None:
+        async with self.client.pipeline(transaction=False) as pipe:
             if self.sliding:
-                self.telemetry.metrics.add("ttl_refreshes")
-            return decode(user_id, session_id, raw)
-        if self.sliding and rest[-2]:  # ZADD XX re-scored an expired session's stale entry
-            await self._unlist_expired(user_id, session_id)
-        if self.expiry is not None and rest[0]:  # expired, but its shadow is still there
-            await self.expiry.archive_expired(user_id, session_id)
-        return None
+                # GETEX, EXPIRE and ZADD XX touch only what exists: a read creates nothing.
+                pipe.getex(key, ex=self.ttl_seconds)
+                pipe.getex(claim, ex=self.ttl_seconds)
+            else:
+                pipe.get(key)
+                pipe.get(claim)
+            if self.expiry is not None:
+                self.expiry.on_read(pipe, user_id, session_id, sliding=self.sliding, expires_at=expires_at)
+            if self.sliding:
+                pipe.zadd(index, {session_id: expires_at}, xx=True, ch=True)
+                pipe.expire(index, self.ttl_seconds)
+            raw, owner, *rest = await pipe.execute()
+        shadowed = self.expiry is not None and bool(rest[0])
+        return SessionRead(raw, owner, shadowed, self.sliding and bool(rest[-2]))
 
     async def _unlist_expired(self, user_id: str, session_id: str) -> None:
         """Take an expired session out of the user's index, unless a save wrote it meanwhile
@@ -235,29 +258,38 @@ class SessionStore:
             OwnershipError: the session id is held by another user (nothing is kept).
         """
         payload = encode(user_id, data)
+        now = time.time()
+        with translate_errors(TIER, self.masked_url):
+            if self.scripts is not None:
+                owner = await self.scripts.write(user_id, session_id, payload, now)
+            else:
+                owner = await self._write_pipelined(user_id, session_id, payload, now)
+        if owner != user_id:
+            raise OwnershipError(f"session {session_id!r} belongs to another user")
+
+    async def _write_pipelined(self, user_id: str, session_id: str, payload: str, now: float) -> str:
+        """`save`'s write as one pipeline of plain commands; returns the session id's owner. If
+        another user won the id meanwhile, the write (under our own user's keys) is undone."""
         key, claim, index = (
             self.keys.session(user_id, session_id),
             self.keys.claim(session_id),
             self.keys.index(user_id),
         )
-        now = time.time()
-        with translate_errors(TIER, self.masked_url):
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(claim, user_id, nx=True, ex=self.ttl_seconds)
+            pipe.getex(claim, ex=self.ttl_seconds)  # the owner, whose claim lives on
+            pipe.set(key, payload, ex=self.ttl_seconds)
+            pipe.zadd(index, {session_id: now + self.ttl_seconds})
+            pipe.zremrangebyscore(index, "-inf", now)
+            pipe.expire(index, self.ttl_seconds)
+            if self.expiry is not None:
+                self.expiry.on_save(pipe, user_id, session_id, payload, now + self.ttl_seconds)
+            _, owner, *_ = await pipe.execute()
+        if owner != user_id:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.set(claim, user_id, nx=True, ex=self.ttl_seconds)
-                pipe.getex(claim, ex=self.ttl_seconds)  # the owner, whose claim lives on
-                pipe.set(key, payload, ex=self.ttl_seconds)
-                pipe.zadd(index, {session_id: now + self.ttl_seconds})
-                pipe.zremrangebyscore(index, "-inf", now)
-                pipe.expire(index, self.ttl_seconds)
-                if self.expiry is not None:
-                    self.expiry.on_save(pipe, user_id, session_id, payload, now + self.ttl_seconds)
-                _, owner, *_ = await pipe.execute()
-            if owner != user_id:
-                # Lost a race for a fresh id: undo the write, which lives under our own user.
-                async with self.client.pipeline(transaction=False) as pipe:
-                    self._drop(pipe, user_id, session_id)
-                    await pipe.execute()
-                raise OwnershipError(f"session {session_id!r} belongs to another user")
+                self._drop(pipe, user_id, session_id)
+                await pipe.execute()
+        return cast(str, owner)
 
     def _drop(self, pipe: Pipeline, user_id: str, session_id: str) -> None:
         """Queue the removal of a session's document, shadow and index entries (not its claim)."""

@@ -2,11 +2,11 @@
 
 Both queries score a user's current, unflagged facts as the library does (relevance m / (m + 1)
 for m of the message's words found in ``search_text``, recency, confidence, with the default
-weights) and keep the top k; ``m`` is counted once per row (OFFSET 0 / LIMIT -1 keep the
-planner from inlining the subquery, which would count it at each use). They only ever read
-the user's rows through the user index; the search floor keeps the facts with at least one
-word found (what ``search_facts`` returns without semantic recall), the load floor adds the
-profile, as ``load_context`` does.
+weights; in double precision on PostgreSQL, as the library scores) and keep the top k; ``m`` is
+counted once per row (OFFSET 0 / LIMIT -1 keep the planner from inlining the subquery, which
+would count it at each use). They only ever read the user's rows through the user index; the
+search floor keeps the facts with at least one word found (what ``search_facts`` returns
+without semantic recall), the load floor adds the profile, as ``load_context`` does.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ _HALF_LIFE = _RECALL.recency_half_life.total_seconds()
 
 PG_SCORED = f"""
 SELECT id, subject, attribute, value, confidence, updated_at,
-       m / (m + 1.0) * {_W.relevance}
-       + {_W.recency} / (1.0 + greatest(extract(epoch FROM $3::timestamptz - updated_at), 0) / {_HALF_LIFE})
+       m::float8 / (m + 1) * {_W.relevance}
+       + {_W.recency} / (1 + greatest(date_part('epoch', $3::timestamptz - updated_at), 0) / {_HALF_LIFE})
        + confidence * {_W.confidence} AS score
 FROM (
     SELECT f.*,

@@ -346,6 +346,11 @@ class LongTermConfig(_Section):
         description="postgres: bound on each statement, client side (asyncpg command_timeout), so a "
         "hung server cannot hang a turn; schema upgrades run under it too; null: no bound",
     )
+    generic_plans: bool = Field(
+        default=True,
+        description="postgres: the library's connections plan each prepared statement once "
+        "(plan_cache_mode=force_generic_plan) instead of re-planning it on every call",
+    )
     retries: int = Field(
         default=2,
         ge=0,

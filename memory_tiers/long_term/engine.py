@@ -85,6 +85,10 @@ def create_engine(config: LongTermConfig, data_dir: Path) -> AsyncEngine:
         )
         if url.get_driver_name() == "asyncpg":
             kwargs["connect_args"] = {"timeout": config.connect_timeout.total_seconds()}
+            if config.generic_plans:
+                # Planned once per connection: PostgreSQL's `auto` mode can keep re-planning a
+                # statement on every call (docs/configuration.md, long_term.generic_plans).
+                kwargs["connect_args"]["server_settings"] = {"plan_cache_mode": "force_generic_plan"}
             if config.statement_timeout is not None:
                 # Client side, so it also bounds a server that stopped answering.
                 kwargs["connect_args"]["command_timeout"] = config.statement_timeout.total_seconds()

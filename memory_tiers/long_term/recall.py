@@ -41,7 +41,6 @@ from sqlalchemy import (
     Subquery,
     bindparam,
     case,
-    extract,
     false,
     func,
     literal_column,
@@ -184,9 +183,9 @@ class RecallQuery:
     def _select(self, n_terms: int, *, matching_only: bool) -> Select[Any]:
         weights = self.config.weights
         score = (
-            self._relevance(n_terms) * _number(weights.relevance)
-            + self._recency() * _number(weights.recency)
-            + facts.c.confidence * _number(weights.confidence)
+            self._relevance(n_terms) * self._number(weights.relevance)
+            + self._recency() * self._number(weights.recency)
+            + facts.c.confidence * self._number(weights.confidence)
         )
         columns: list[Any] = [*_RECALLED, score.label("score")]
         if self.semantic:
@@ -210,7 +209,7 @@ class RecallQuery:
     def _relevance(self, n_terms: int) -> ColumnElement[float]:
         """m / (m + 1) for m of the message's words found in the fact: one word scores 0.5 on
         every backend, and no other user's facts weigh in (as a corpus-wide bm25 would)."""
-        one, zero = _number(1.0), _number(0.0)
+        one, zero = self._number(1.0), self._number(0.0)
         if not n_terms:
             return zero
         found = (case((self._contains(i), one), else_=zero) for i in range(n_terms))
@@ -222,23 +221,29 @@ class RecallQuery:
         half_life = self.config.recency_half_life.total_seconds()
         if self.dialect == "postgresql":
             at = bindparam("recall_now", type_=DateTime(timezone=True))
-            age = func.greatest(extract("epoch", at - facts.c.updated_at), _number(0.0))
+            # date_part is double precision; EXTRACT is numeric (PostgreSQL 14+), whose
+            # arithmetic per fact cost as much as the rest of the scan.
+            age = func.greatest(
+                func.date_part(literal_column("'epoch'"), at - facts.c.updated_at), self._number(0.0)
+            )
         else:
             # SQLite keeps datetimes as text in this layout; julianday() reads it.
             at = bindparam("recall_now", type_=String)
             days = func.julianday(at) - func.julianday(facts.c.updated_at)
-            age = func.max(days * _number(86400.0), _number(0.0))
-        one = _number(1.0)
-        return one / (one + age / _number(half_life))
+            age = func.max(days * self._number(86400.0), self._number(0.0))
+        one = self._number(1.0)
+        return one / (one + age / self._number(half_life))
 
-
-def _number(value: float) -> ColumnElement[float]:
-    """``value`` written into the statement rather than bound: SQLAlchemy processes a bound
-    constant again on every execution (on SQLite at each of its uses), and the recall
-    statements have dozens of them."""
-    if not math.isfinite(value):
-        raise ConfigError(f"long_term.recall: {value!r} is not a finite number")
-    return literal_column(repr(float(value)), Float)
+    def _number(self, value: float) -> ColumnElement[float]:
+        """``value`` written into the statement rather than bound: SQLAlchemy processes a bound
+        constant again on every execution (on SQLite at each of its uses), and the recall
+        statements have dozens of them. On PostgreSQL it is a double precision: a bare ``1.0``
+        is numeric, and numeric arithmetic on every fact scored made the sort take twice as long.
+        """
+        if not math.isfinite(value):
+            raise ConfigError(f"long_term.recall: {value!r} is not a finite number")
+        written = repr(float(value))
+        return literal_column(f"{written}::float8" if self.dialect == "postgresql" else written, Float)
 
 
 def rank(

@@ -347,9 +347,10 @@ class LongTermConfig(_Section):
         "hung server cannot hang a turn; schema upgrades run under it too; null: no bound",
     )
     generic_plans: bool = Field(
-        default=True,
+        default=False,
         description="postgres: the library's connections plan each prepared statement once "
-        "(plan_cache_mode=force_generic_plan) instead of re-planning it on every call",
+        "(plan_cache_mode=force_generic_plan, a startup parameter PgBouncer refuses) instead of "
+        "letting PostgreSQL re-plan it on every call; faster turns, slower range and prefix scans",
     )
     retries: int = Field(
         default=2,

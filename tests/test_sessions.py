@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fakeredis
 import pytest
+import redis.asyncio as aioredis
 from conftest import MEMORY_BACKENDS, PIPELINED_REDIS, memory_config_for
 from helpers import unique
+from redis.asyncio.cluster import RedisCluster
 from services import private_redis
 
 from memory_tiers import MemoryManager, NotFoundError, OwnershipError, UsageError
+from memory_tiers.session.scripts import runs_scripts
 
 
 @pytest.fixture(params=[*MEMORY_BACKENDS, PIPELINED_REDIS])
@@ -25,6 +29,9 @@ async def test_value_and_ttl_are_written_together_and_reads_slide_the_ttl(memory
         store = manager.session_store
         await manager.sessions.start(alice, session, {"summary": "hello"})
         key = store.keys.session(alice, session)
+        # The write alone gave the document and the new claim their TTL.
+        assert 90 < await store.client.ttl(key) <= 100
+        assert 90 < await store.client.ttl(store.keys.claim(session)) <= 100
         await store.client.expire(key, 10)  # as if 90 s had passed
         record = await manager.sessions.get(alice, session)
         assert record.data == {"summary": "hello"}
@@ -120,8 +127,10 @@ async def test_a_save_refused_for_another_users_session_id_writes_nothing(memory
 async def test_reads_and_writes_are_scripts_only_on_a_standalone_redis_with_scripts_on(memory_config):
     async with MemoryManager(memory_config) as manager:
         session = manager.config.session
-        standalone = session.url.get_secret_value().startswith("redis://") and not session.cluster
-        assert (manager.session_store.scripts is not None) == (standalone and session.scripts)
+        # The documented rule: a Cluster and memory:// (fakeredis) always use pipelines.
+        in_process = session.url.get_secret_value().startswith("memory://")
+        expected = session.scripts and not session.cluster and not in_process
+        assert (manager.session_store.scripts is not None) == expected
 
 
 async def test_a_redis_that_forgot_the_scripts_is_sent_them_again(tmp_path):
@@ -137,3 +146,13 @@ async def test_a_redis_that_forgot_the_scripts_is_sent_them_again(tmp_path):
             await store.client.script_flush()
             await store.save(alice, session, {"n": 2})
             assert (await store.get(alice, session)).data == {"n": 2}
+
+
+def test_only_a_standalone_redis_py_client_is_sent_scripts():
+    class OwnFake(fakeredis.FakeAsyncRedis):
+        pass
+
+    assert runs_scripts(aioredis.Redis())  # not connected: the choice is by client kind
+    assert not runs_scripts(fakeredis.FakeAsyncRedis())
+    assert not runs_scripts(OwnFake())  # a subclass of fakeredis is still fakeredis
+    assert not runs_scripts(RedisCluster(host="127.0.0.1", port=1))

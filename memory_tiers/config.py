@@ -191,8 +191,9 @@ class SessionConfig(_Section):
     scripts: bool = Field(
         default=True,
         description="on a standalone Redis, each session read and write is one Lua script (EVALSHA) "
-        "of the same plain commands instead of a pipeline of them; off for a proxy that refuses "
-        "EVAL. Cluster and memory:// always use pipelines",
+        "of the same plain commands instead of a pipeline of them; off behind a sharding proxy, a "
+        "proxy that refuses EVAL or an ACL user without @scripting. Cluster and memory:// always "
+        "use pipelines",
     )
     key_prefix: str = Field(
         default="memory_tiers",

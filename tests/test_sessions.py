@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from services import private_redis
 
 from memory_tiers import MemoryManager, NotFoundError, OwnershipError, UsageError
-from memory_tiers.session.scripts import runs_scripts
+from memory_tiers.session.clients import runs_scripts
 
 
 @pytest.fixture(params=[*MEMORY_BACKENDS, PIPELINED_REDIS])

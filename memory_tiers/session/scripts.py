@@ -73,15 +73,6 @@ return owner
 """
 
 
-def runs_scripts(client: object) -> bool:
-    """Whether ``client`` is a standalone redis-py client the scripts suit: not a Cluster (their
-    keys are in several slots), not fakeredis (it runs Lua only with ``lupa`` installed, and
-    slower than its pipelines)."""
-    return isinstance(client, aioredis.Redis) and not any(
-        kind.__module__.split(".")[0] == "fakeredis" for kind in type(client).__mro__
-    )
-
-
 class SessionRead(NamedTuple):
     """What a session read found, however it was sent."""
 

@@ -26,10 +26,11 @@ from memory_tiers.errors import ConfigError, NotFoundError, OwnershipError
 from memory_tiers.observability import Telemetry, instrumented
 from memory_tiers.retries import REDIS_RETRY_ERRORS, CountingRetry
 from memory_tiers.session import users
+from memory_tiers.session.clients import runs_scripts
 from memory_tiers.session.expiry import ArchiveSession, SessionExpiry, SweepReport
 from memory_tiers.session.keys import SessionKeys
 from memory_tiers.session.records import SessionRecord, decode, encode
-from memory_tiers.session.scripts import SessionRead, SessionScripts, runs_scripts
+from memory_tiers.session.scripts import SessionRead, SessionScripts
 from memory_tiers.translate import translate_errors
 
 __all__ = ["SessionRecord", "SessionStore"]
@@ -108,7 +109,7 @@ class SessionStore:
     ) -> SessionStore:
         """A store on ``client`` with the settings of ``config``; ``archive`` is used only when
         ``config.archive_on_expiry`` is on, the scripts only when ``config.scripts`` is on and
-        ``client`` is a standalone Redis (`memory_tiers.session.scripts.runs_scripts`)."""
+        ``client`` is a standalone Redis (`memory_tiers.session.clients.runs_scripts`)."""
         return cls(
             client,
             ttl=config.ttl,

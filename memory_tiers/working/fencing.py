@@ -47,6 +47,7 @@ from memory_tiers.errors import (
     ThreadConflictError,
 )
 from memory_tiers.observability import get_logger
+from memory_tiers.session.clients import in_process
 from memory_tiers.session.keys import SessionKeys
 from memory_tiers.translate import translate_errors
 from memory_tiers.working.chain import ROOT_NS, thread_config
@@ -214,11 +215,6 @@ class LocalHeads:
 
     async def read(self, thread_id: str) -> dict[str, str]:
         return dict(self._heads.get(thread_id) or {})
-
-
-def in_process(client: aioredis.Redis) -> bool:
-    """Whether ``client`` is fakeredis: its data, and so any lock on it, is this process's."""
-    return type(client).__module__.split(".")[0] == "fakeredis"
 
 
 def thread_heads(client: aioredis.Redis, keys: SessionKeys, masked_url: str) -> ThreadHeads:

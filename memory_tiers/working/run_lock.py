@@ -19,9 +19,10 @@ from redis.exceptions import LockError
 
 from memory_tiers.errors import BackendError, ThreadLockTimeoutError
 from memory_tiers.observability import get_logger
+from memory_tiers.session.clients import in_process
 from memory_tiers.session.keys import SessionKeys
 from memory_tiers.translate import translate_errors
-from memory_tiers.working.fencing import TIER, in_process
+from memory_tiers.working.fencing import TIER
 
 logger = get_logger(__name__)
 

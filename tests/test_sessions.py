@@ -124,6 +124,24 @@ async def test_a_save_refused_for_another_users_session_id_writes_nothing(memory
         assert (await store.get(alice, session)).data == {"secret": "canary-123"}
 
 
+async def test_a_resent_load_of_an_expired_session_still_takes_it_off_the_list(memory_config, monkeypatch):
+    """A read redis-py sends again after a connection error (the same command, the same
+    expiry time) must leave the index as one read does, though its first attempt, whose reply
+    was lost, already re-scored or removed the entry."""
+    alice, session = unique("alice"), unique("s")
+    async with MemoryManager(memory_config) as manager:
+        store = manager.session_store
+        await manager.sessions.start(alice, session)
+        await store.client.delete(store.keys.session(alice, session))  # its TTL ran out
+        expires_at = store._expires_at()
+        monkeypatch.setattr(store, "_expires_at", lambda: expires_at)
+        send_once = store.scripts.read if store.scripts is not None else store._read_pipelined
+        await send_once(alice, session, expires_at)  # the attempt whose reply was lost
+        assert await store.load(alice, session) is None  # the resent read
+        assert await manager.sessions.list(alice) == []
+        assert await store.client.zscore(store.keys.index(alice), session) is None
+
+
 async def test_reads_and_writes_are_scripts_only_on_a_standalone_redis_with_scripts_on(memory_config):
     async with MemoryManager(memory_config) as manager:
         session = manager.config.session

@@ -32,7 +32,7 @@ else
   raw = redis.call('GET', KEYS[1])
   owner = redis.call('GET', KEYS[2])
 end
-local shadowed, rescored = 0, 0
+local shadowed = 0
 if archiving then
   if sliding then
     shadowed = redis.call('EXPIRE', KEYS[4], ARGV[4])
@@ -42,10 +42,15 @@ if archiving then
   end
 end
 if sliding then
-  rescored = redis.call('ZADD', KEYS[3], 'XX', 'CH', ARGV[5], ARGV[6])
+  if raw then
+    redis.call('ZADD', KEYS[3], 'XX', ARGV[5], ARGV[6])
+  else
+    -- Expired: its entry leaves the user's index (a script is atomic, no save can interleave).
+    redis.call('ZREM', KEYS[3], ARGV[6])
+  end
   redis.call('EXPIRE', KEYS[3], ttl)
 end
-return {raw, owner, shadowed, rescored}
+return {raw, owner, shadowed}
 """
 
 # ARGV: user id, ttl, document, expires at, now, session id, archiving (1/0), shadow ttl,
@@ -79,7 +84,7 @@ class SessionRead(NamedTuple):
     raw: str | None  # the session document
     owner: str | None  # the user holding the session id's claim
     shadowed: bool  # a shadow copy exists (always False without archiving)
-    rescored: bool  # the user index re-scored an entry (sliding reads only)
+    stale_entry: bool  # the user index still lists the session, which is gone (left to the caller)
 
 
 class SessionScripts:
@@ -126,9 +131,10 @@ class SessionScripts:
 
     async def read(self, user_id: str, session_id: str, expires_at: float) -> SessionRead:
         """Read a session and its claim; if sliding, push their expiry (and the user index's,
-        and the shadow's when archiving) to ``expires_at``."""
+        and the shadow's when archiving) to ``expires_at``, or take an expired session out of
+        the user index. Run again (a retry), it finds and does the same."""
         archiving, shadow_ttl = self._archiving
-        raw, owner, shadowed, rescored = await self._read(
+        raw, owner, shadowed = await self._read(
             keys=self._keys(user_id, session_id),
             args=[
                 self.ttl_seconds,
@@ -140,7 +146,7 @@ class SessionScripts:
                 self.keys.expiry_member(user_id, session_id),
             ],
         )
-        return SessionRead(raw, owner, bool(shadowed), bool(rescored))
+        return SessionRead(raw, owner, bool(shadowed), stale_entry=False)
 
     async def write(self, user_id: str, session_id: str, document: str, now: float) -> str:
         """Claim the session id for ``user_id`` (or keep its claim alive) and, only if the user

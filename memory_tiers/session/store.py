@@ -204,7 +204,7 @@ class SessionStore:
             if self.sliding:
                 self.telemetry.metrics.add("ttl_refreshes")
             return decode(user_id, session_id, read.raw)
-        if read.rescored:  # ZADD XX re-scored an expired session's stale entry
+        if read.stale_entry:  # the pipeline's ZADD XX re-scored an expired session's entry
             await self._unlist_expired(user_id, session_id)
         if read.shadowed and self.expiry is not None:  # expired, but its shadow is still there
             await self.expiry.archive_expired(user_id, session_id)
@@ -228,11 +228,15 @@ class SessionStore:
             if self.expiry is not None:
                 self.expiry.on_read(pipe, user_id, session_id, sliding=self.sliding, expires_at=expires_at)
             if self.sliding:
-                pipe.zadd(index, {session_id: expires_at}, xx=True, ch=True)
+                pipe.zadd(index, {session_id: expires_at}, xx=True)
+                # Whether it is listed, not whether this ZADD changed it: a resent read finds
+                # the entry an earlier attempt re-scored.
+                pipe.zscore(index, session_id)
                 pipe.expire(index, self.ttl_seconds)
             raw, owner, *rest = await pipe.execute()
         shadowed = self.expiry is not None and bool(rest[0])
-        return SessionRead(raw, owner, shadowed, self.sliding and bool(rest[-2]))
+        listed = self.sliding and rest[-2] is not None
+        return SessionRead(raw, owner, shadowed, stale_entry=listed and raw is None)
 
     async def _unlist_expired(self, user_id: str, session_id: str) -> None:
         """Take an expired session out of the user's index, unless a save wrote it meanwhile

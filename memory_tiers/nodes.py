@@ -43,16 +43,22 @@ Update = dict[str, Any]
 NodeImpl = Callable[[dict[str, Any], TurnIds, RunnableConfig], Awaitable[Update]]
 
 
-def _messages(state: dict[str, Any], node: str) -> list[AnyMessage]:
+def _messages(state: dict[str, Any], node: str) -> Sequence[Any]:
+    """``state['messages']``: a list as a graph's messages channel holds it, or converted.
+
+    The messages in a list are checked where `_last_human_text` and `_messages_since` read
+    them, from the newest back: checking each one of a long thread on every turn cost more than
+    the rest of a load's Python at turn 200."""
     if not isinstance(state, dict) or "messages" not in state:
         raise StateSchemaError(
             f"{node}: the graph state has no 'messages' key; build the graph on MemoryState "
             "(or a state with a messages channel)"
         )
     messages = state["messages"]
-    if isinstance(messages, list) and all(isinstance(m, BaseMessage) for m in messages):
-        # What a graph's messages channel holds: converting them again walks the whole history.
-        return messages
+    return messages if isinstance(messages, list) else _converted(messages, node)
+
+
+def _converted(messages: Any, node: str) -> list[AnyMessage]:
     try:
         return convert_to_messages(messages)
     except (ValueError, NotImplementedError, TypeError) as exc:
@@ -61,18 +67,22 @@ def _messages(state: dict[str, Any], node: str) -> list[AnyMessage]:
         ) from None
 
 
-def _messages_since(messages: Sequence[AnyMessage], cursor: str | None) -> list[AnyMessage]:
+def _messages_since(messages: Sequence[Any], cursor: str | None, node: str) -> list[AnyMessage]:
     """The messages after the one the last save stopped at (all of them if it is gone)."""
-    if cursor is not None:
-        for index in range(len(messages) - 1, -1, -1):
-            if messages[index].id == cursor:
-                return list(messages[index + 1 :])
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if not isinstance(message, BaseMessage):  # a dict or tuple a caller passed: convert all
+            return _messages_since(_converted(messages, node), cursor, node)
+        if cursor is not None and message.id == cursor:
+            return list(messages[index + 1 :])
     return list(messages)
 
 
-def _last_human_text(messages: Sequence[AnyMessage]) -> str | None:
+def _last_human_text(messages: Sequence[Any], node: str) -> str | None:
     """The text of the latest user message: what this turn's recall is about."""
     for message in reversed(messages):
+        if not isinstance(message, BaseMessage):
+            return _last_human_text(_converted(messages, node), node)
         if message.type == "human":
             return message.text
     return None
@@ -322,7 +332,7 @@ class MemoryNodes:
         """Profile, facts and the state's version, and whether they were served degraded (the
         database down: no profile or facts; only where the thread's owner was verified
         without it)."""
-        query = _last_human_text(_messages(state, "load_long_term"))
+        query = _last_human_text(_messages(state, "load_long_term"), "load_long_term")
         try:
             context = await self._manager.long_term_store.load_context(ids.user_id, ids.thread_id, query)
         except BackendUnavailableError as exc:
@@ -373,7 +383,8 @@ class MemoryNodes:
 
     async def _save_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
         thread_id = _require(ids.thread_id, "thread_id", "save_long_term")
-        new = _messages_since(_messages(state, "save_long_term"), state.get("memory_cursor"))
+        messages = _messages(state, "save_long_term")
+        new = _messages_since(messages, state.get("memory_cursor"), "save_long_term")
         # LangGraph maps each namespace to the checkpoint this step started from; ours is last.
         checkpoint_map = (config.get("configurable") or {}).get("checkpoint_map") or {}
         checkpoint_id = next(reversed(checkpoint_map.values()), None)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from helpers import memory_graph, turn_config, unique
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
@@ -201,6 +201,23 @@ async def test_a_state_without_messages_is_a_typed_error(tmp_path):
         graph = builder.compile()
         with pytest.raises(StateSchemaError, match="messages"):
             await graph.ainvoke({"value": "x"}, turn_config("alice", "t1"))
+
+
+async def test_messages_given_as_dicts_are_read_and_a_non_message_is_a_typed_error(memory_config):
+    """The nodes read a caller's message dicts as messages; something that is not a message,
+    where the node reads (the turn's newest messages), is refused before anything is written."""
+    alice = unique("alice")
+    async with MemoryManager(memory_config) as manager:
+        config = turn_config(alice, unique("t"), unique("s"))
+        turn = [{"role": "user", "content": "I live in Paris.", "id": "m1"}]
+        update = await manager.nodes.save.ainvoke({"messages": turn}, config)
+        assert update["memory_cursor"] == "m1"
+        loaded = await manager.nodes.load.ainvoke({"messages": [*turn, ("user", "Where do I live?")]}, config)
+        assert [fact["value"] for fact in loaded["facts"]] == ["Paris"]
+        for node in (manager.nodes.load, manager.nodes.save):
+            with pytest.raises(StateSchemaError, match="not a message"):
+                await node.ainvoke({"messages": [HumanMessage("I like tea.", id="m2"), 42]}, config)
+        assert [f.value for f in await manager.long_term.list_facts(alice)] == ["Paris"]
 
 
 async def test_per_tier_nodes_touch_only_their_tier(memory_config):

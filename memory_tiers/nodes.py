@@ -98,6 +98,16 @@ def _flags(state: dict[str, Any], outcome: dict[str, bool]) -> Update:
     return {DEGRADED_KEY: after} if after != before else {}
 
 
+def _changed(state: dict[str, Any], update: Update, kept: Update) -> Update:
+    """``update`` without the memory keys whose values ``state`` already holds; the keys of
+    ``kept`` (the agent's own update) stay whatever they hold. An unwritten channel keeps its
+    value, so the state is the same, but the checkpoint stores no new copy of an unchanged
+    profile or session on every turn."""
+    return {
+        key: value for key, value in update.items() if key in kept or key not in state or state[key] != value
+    }
+
+
 def _require(value: str | None, kind: str, node: str) -> str:
     if value is None:
         raise InvalidIdentifierError(f"{node}: {kind} is missing from config['configurable']")
@@ -193,7 +203,8 @@ class MemoryNodes:
         super-step, so a turn writes one checkpoint instead of three.
 
         The agent sees the state with memory loaded (``session``, ``profile``, ``facts``) and
-        returns its update as usual; the save sees the agent's messages and session. Use it in
+        returns its update as usual; the save sees the agent's messages and session. The node's
+        update is the agent's and the memory keys whose values changed (see docs/nodes.md). Use it in
         place of the ``load -> agent -> save`` chain when a turn's cost matters; the separate
         nodes stay for graphs that need other nodes between them.
 
@@ -233,7 +244,7 @@ class MemoryNodes:
             saved = await self._observed(
                 "save_memory", self._save, merged(state, loaded, agent_update), ids, config
             )
-            return {**loaded, **agent_update, **saved}
+            return _changed(state, {**loaded, **agent_update, **saved}, agent_update)
 
         def run_sync(state: dict[str, Any], config: RunnableConfig) -> Update:
             _messages(state, name)
@@ -245,7 +256,7 @@ class MemoryNodes:
             saved = manager.bridge.run(
                 self._observed("save_memory", self._save, merged(state, loaded, agent_update), ids, config)
             )
-            return {**loaded, **agent_update, **saved}
+            return _changed(state, {**loaded, **agent_update, **saved}, agent_update)
 
         return MemoryNode(name, run_sync, run_async)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from helpers import echo_agent, memory_graph, turn_config, unique
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -118,3 +119,30 @@ async def test_a_sync_wrapped_agent_runs_off_the_event_loop_with_its_runtime(mem
 
     assert seen["thread"] is not threading.current_thread()
     assert seen["store"] is store
+
+
+async def test_a_wrapped_turn_checkpoints_only_the_memory_that_changed(memory_config):
+    """A turn that learns nothing new and leaves the session alone keeps the profile, session
+    and version channels at the checkpoint versions of the turn before: no new copy is stored,
+    and the state is the same."""
+    alice = unique("alice")
+    config = turn_config(alice, unique("t"), unique("s"))
+
+    def agent(state: MemoryState) -> dict[str, Any]:
+        return {"messages": [AIMessage(f"Hello {state['profile'].get('name')}")]}
+
+    async with MemoryManager(memory_config) as manager:
+        await manager.sessions.start(alice, config["configurable"]["session_id"], {"topic": "travel"})
+        graph = wrapped_graph(manager, agent)
+        await graph.ainvoke({"messages": [("user", "Hi, I'm Alice. I live in Paris.")]}, config)
+        await graph.ainvoke({"messages": [("user", "Hello?")]}, config)
+        before = (await manager.checkpointer.aget_tuple(config)).checkpoint["channel_versions"]
+        state = await graph.ainvoke({"messages": [("user", "How are you?")]}, config)
+        after = (await manager.checkpointer.aget_tuple(config)).checkpoint["channel_versions"]
+    unchanged = ("profile", "session", "memory_version", "memory_errors")
+    assert {key: after[key] for key in unchanged} == {key: before[key] for key in unchanged}
+    assert after["messages"] != before["messages"] and after["memory_cursor"] != before["memory_cursor"]
+    assert state["profile"] == {"name": "Alice", "location": "Paris"}
+    assert state["session"] == {"topic": "travel"}
+    assert state["messages"][-1].content == "Hello Alice"
+    assert state["memory_cursor"] == state["messages"][-1].id

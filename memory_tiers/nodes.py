@@ -47,8 +47,8 @@ def _messages(state: dict[str, Any], node: str) -> Sequence[Any]:
     """``state['messages']``: a list as a graph's messages channel holds it, or converted.
 
     The messages in a list are checked where `_last_human_text` and `_messages_since` read
-    them, from the newest back: checking each one of a long thread on every turn cost more than
-    the rest of a load's Python at turn 200."""
+    them, from the newest back (an older entry that is not a message is never read): checking
+    each one of a 400-message thread, twice per load, was a fifth of a turn-200 load's Python."""
     if not isinstance(state, dict) or "messages" not in state:
         raise StateSchemaError(
             f"{node}: the graph state has no 'messages' key; build the graph on MemoryState "
@@ -76,6 +76,14 @@ def _messages_since(messages: Sequence[Any], cursor: str | None, node: str) -> l
         if cursor is not None and message.id == cursor:
             return list(messages[index + 1 :])
     return list(messages)
+
+
+def _all_messages(state: dict[str, Any], node: str) -> list[AnyMessage]:
+    """Every message of the state, checked (converted if a caller passed dicts or tuples)."""
+    messages = _messages(state, node)
+    if all(isinstance(message, BaseMessage) for message in messages):
+        return list(messages)
+    return _converted(messages, node)
 
 
 def _last_human_text(messages: Sequence[Any], node: str) -> str | None:
@@ -227,34 +235,42 @@ class MemoryNodes:
         runnable = coerce_to_runnable(agent, name=name, trace=False)
         manager = self._manager
 
-        def merged(state: dict[str, Any], loaded: Update, agent_update: Any) -> dict[str, Any]:
+        def merged(
+            state: dict[str, Any], messages: list[AnyMessage], loaded: Update, agent_update: Any
+        ) -> dict[str, Any]:
             if not isinstance(agent_update, dict):
                 raise StateSchemaError(
                     f"{name}: the agent returned {type(agent_update).__name__}, not a dict"
                 )
             combined = {**state, **loaded, **agent_update}
-            combined["messages"] = add_messages(state["messages"], agent_update.get("messages") or [])
+            try:
+                combined["messages"] = add_messages(messages, agent_update.get("messages") or [])
+            except (ValueError, NotImplementedError, TypeError) as exc:
+                raise StateSchemaError(f"{name}: the agent's messages are not messages: {exc}") from None
             return combined
 
         async def run_async(state: dict[str, Any], config: RunnableConfig) -> Update:
-            _messages(state, name)
+            # Checked before the agent runs: the save reads them all once it has.
+            messages = _all_messages(state, name)
             ids = resolve_ids(config, manager.config.ids)
             loaded = await self._observed("load_memory", self._load, state, ids, config)
             agent_update = await runnable.ainvoke({**state, **loaded}, config)
             saved = await self._observed(
-                "save_memory", self._save, merged(state, loaded, agent_update), ids, config
+                "save_memory", self._save, merged(state, messages, loaded, agent_update), ids, config
             )
             return _changed(state, {**loaded, **agent_update, **saved}, agent_update)
 
         def run_sync(state: dict[str, Any], config: RunnableConfig) -> Update:
-            _messages(state, name)
+            messages = _all_messages(state, name)
             ids = resolve_ids(config, manager.config.ids)
             loaded = manager.bridge.run(self._observed("load_memory", self._load, state, ids, config))
             agent_update = runnable.invoke(
                 {**state, **loaded}, config
             )  # the agent runs here, not on our loop
             saved = manager.bridge.run(
-                self._observed("save_memory", self._save, merged(state, loaded, agent_update), ids, config)
+                self._observed(
+                    "save_memory", self._save, merged(state, messages, loaded, agent_update), ids, config
+                )
             )
             return _changed(state, {**loaded, **agent_update, **saved}, agent_update)
 
@@ -338,12 +354,11 @@ class MemoryNodes:
     # -- long-term tier -----------------------------------------------------------------
 
     async def _recall(
-        self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig
+        self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig, query: str | None
     ) -> tuple[Update, bool]:
-        """Profile, facts and the state's version, and whether they were served degraded (the
-        database down: no profile or facts; only where the thread's owner was verified
-        without it)."""
-        query = _last_human_text(_messages(state, "load_long_term"), "load_long_term")
+        """Profile, facts (recalled for ``query``) and the state's version, and whether they were
+        served degraded (the database down: no profile or facts; only where the thread's owner
+        was verified without it)."""
         try:
             context = await self._manager.long_term_store.load_context(ids.user_id, ids.thread_id, query)
         except BackendUnavailableError as exc:
@@ -361,7 +376,8 @@ class MemoryNodes:
         }, False
 
     async def _load_long_term(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
-        update, degraded = await self._recall(state, ids, config)
+        query = _last_human_text(_messages(state, "load_long_term"), "load_long_term")
+        update, degraded = await self._recall(state, ids, config, query)
         return {**update, **_flags(state, {"long_term": degraded})}
 
     async def _migrated(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
@@ -412,10 +428,12 @@ class MemoryNodes:
     async def _load(self, state: dict[str, Any], ids: TurnIds, config: RunnableConfig) -> Update:
         # Both reads go out at once; an ownership failure on either discards both results. The
         # recall runs in this task and only the session read gets a task of its own (a gather
-        # would make two: about 7 us of Python each).
+        # would make two: about 7 us of Python each). The message is read first: a state the
+        # load cannot read fails before either tier is touched.
+        query = _last_human_text(_messages(state, "load_memory"), "load_memory")
         reading = asyncio.get_running_loop().create_task(self._read_session(ids))
         try:
-            recalled, long_term_down = await self._recall(state, ids, config)
+            recalled, long_term_down = await self._recall(state, ids, config, query)
         except Exception:
             # As a gather of both did: wait for the session read; its error comes first.
             (session_result,) = await asyncio.gather(reading, return_exceptions=True)

@@ -33,7 +33,9 @@ class Reads(MemoryNodes):
         finally:
             self.session_done.set()
 
-    async def _recall(self, state: Any, ids: TurnIds, config: Any) -> tuple[dict[str, Any], bool]:
+    async def _recall(
+        self, state: Any, ids: TurnIds, config: Any, query: str | None
+    ) -> tuple[dict[str, Any], bool]:
         await asyncio.sleep(0)
         self.overlapped = not self.session_done.is_set()
         if isinstance(self.recall_result, BaseException):
@@ -72,7 +74,7 @@ async def test_cancelling_the_node_cancels_the_session_read():
     nodes = _nodes(({}, False), ({}, False))
     started = asyncio.Event()
 
-    async def slow_recall(state: Any, ids: TurnIds, config: Any) -> Any:
+    async def slow_recall(state: Any, ids: TurnIds, config: Any, query: str | None) -> Any:
         started.set()
         await asyncio.sleep(3600)
 

@@ -204,20 +204,27 @@ async def test_a_state_without_messages_is_a_typed_error(tmp_path):
 
 
 async def test_messages_given_as_dicts_are_read_and_a_non_message_is_a_typed_error(memory_config):
-    """The nodes read a caller's message dicts as messages; something that is not a message,
-    where the node reads (the turn's newest messages), is refused before anything is written."""
-    alice = unique("alice")
+    """The nodes read a caller's message dicts as messages. They read from the newest message
+    back (the latest user message; those after the save cursor): a non-message there is refused
+    before either tier is touched, one older than what they read is not looked at."""
+    alice, session = unique("alice"), unique("s")
     async with MemoryManager(memory_config) as manager:
-        config = turn_config(alice, unique("t"), unique("s"))
+        config = turn_config(alice, unique("t"), session)
         turn = [{"role": "user", "content": "I live in Paris.", "id": "m1"}]
         update = await manager.nodes.save.ainvoke({"messages": turn}, config)
         assert update["memory_cursor"] == "m1"
         loaded = await manager.nodes.load.ainvoke({"messages": [*turn, ("user", "Where do I live?")]}, config)
         assert [fact["value"] for fact in loaded["facts"]] == ["Paris"]
+        store = manager.session_store
+        await store.client.expire(store.keys.session(alice, session), 50)
         for node in (manager.nodes.load, manager.nodes.save):
             with pytest.raises(StateSchemaError, match="not a message"):
                 await node.ainvoke({"messages": [HumanMessage("I like tea.", id="m2"), 42]}, config)
+        assert await store.client.ttl(store.keys.session(alice, session)) <= 50  # no read slid it
         assert [f.value for f in await manager.long_term.list_facts(alice)] == ["Paris"]
+        saved = HumanMessage("I live in Paris.", id="m1")
+        older = {"messages": [42, saved, HumanMessage("I like tea.", id="m3")], "memory_cursor": "m1"}
+        assert (await manager.nodes.save.ainvoke(older, config))["memory_cursor"] == "m3"
 
 
 async def test_per_tier_nodes_touch_only_their_tier(memory_config):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from helpers import echo_agent, memory_graph, turn_config, unique
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -74,6 +74,24 @@ def test_the_wrapped_agent_serves_sync_graphs(memory_config):
 
     assert result["messages"][-1].content == "Hello Alice"
     assert result["session"] == {"turns": 2}
+
+
+async def test_a_state_holding_a_non_message_fails_before_the_agent_runs(tmp_path):
+    calls = []
+
+    def agent(state: MemoryState) -> dict[str, Any]:
+        calls.append(state)
+        return {"messages": [AIMessage("hi")]}
+
+    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
+        node = manager.nodes.wrap(agent)
+        state = {"messages": [42, HumanMessage("I like tea.")]}  # the wrong one is not the newest
+        with pytest.raises(StateSchemaError, match="not a message"):
+            await node.ainvoke(state, turn_config("alice", "t1", "s1"))
+        graph = wrapped_graph(manager, lambda state: {"messages": [42]})
+        with pytest.raises(StateSchemaError, match="the agent's messages are not messages"):
+            await graph.ainvoke({"messages": [("user", "hi")]}, turn_config("alice", "t2", "s1"))
+    assert calls == []
 
 
 async def test_an_agent_that_returns_no_dict_is_a_clear_error(tmp_path):
@@ -146,3 +164,23 @@ async def test_a_wrapped_turn_checkpoints_only_the_memory_that_changed(memory_co
     assert state["session"] == {"topic": "travel"}
     assert state["messages"][-1].content == "Hello Alice"
     assert state["memory_cursor"] == state["messages"][-1].id
+
+
+def test_a_sync_wrapped_turn_also_checkpoints_only_what_changed(memory_config):
+    """The same through ``graph.invoke``; a memory key the agent returns is written even when
+    its value did not change (the agent's update is the agent's)."""
+    alice = unique("alice")
+    config = turn_config(alice, unique("t"), unique("s"))
+
+    def agent(state: MemoryState) -> dict[str, Any]:
+        return {"messages": [AIMessage("ok")], "session": dict(state["session"])}
+
+    with MemoryManager(memory_config) as manager:
+        graph = wrapped_graph(manager, agent)
+        for text in ("Hi, I'm Alice.", "Hello?"):
+            graph.invoke({"messages": [("user", text)]}, config)
+        before = manager.checkpointer.get_tuple(config).checkpoint["channel_versions"]
+        graph.invoke({"messages": [("user", "How are you?")]}, config)
+        after = manager.checkpointer.get_tuple(config).checkpoint["channel_versions"]
+    assert after["profile"] == before["profile"] and after["memory_version"] == before["memory_version"]
+    assert after["session"] != before["session"]

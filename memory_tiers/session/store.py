@@ -198,14 +198,16 @@ class SessionStore:
                 read = await self.scripts.read(user_id, session_id, expires_at)
             else:
                 read = await self._read_pipelined(user_id, session_id, expires_at)
+        if read.stale_entry:
+            # The user's own index lists this expired id (this read's ZADD XX, or an earlier
+            # attempt's, re-scored it): taken out whoever holds the id now, as the script does.
+            await self._unlist_expired(user_id, session_id)
         if read.owner is not None and read.owner != user_id:
             raise OwnershipError(f"session {session_id!r} belongs to another user")
         if read.raw is not None:
             if self.sliding:
                 self.telemetry.metrics.add("ttl_refreshes")
             return decode(user_id, session_id, read.raw)
-        if read.stale_entry:  # the pipeline's ZADD XX re-scored an expired session's entry
-            await self._unlist_expired(user_id, session_id)
         if read.shadowed and self.expiry is not None:  # expired, but its shadow is still there
             await self.expiry.archive_expired(user_id, session_id)
         return None

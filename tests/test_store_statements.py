@@ -1,8 +1,8 @@
 """`SqlStore`'s statements built once: cached per filter shape, always scoped to the user.
 
-Gets and searches reuse statements built once (a search's once per filter shape, its values
-bound per call), and on PostgreSQL with asyncpg a batch's lone get or search skips SQLAlchemy's
-execute path (`AsyncpgDirect`). These tests pin what that must not change: each call sees only
+Gets, searches and writes reuse statements built once (a search's once per filter shape, its
+values bound per call), and on PostgreSQL with asyncpg a batch's lone get, search, put or
+delete skips SQLAlchemy's execute path (`AsyncpgDirect`). These tests pin what that must not change: each call sees only
 its own user's rows and its own filter values, a statement cannot run without the user, and
 driver errors on the direct path are translated (a broken connection is not reused).
 """
@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 from helpers import unique
-from langgraph.store.base import GetOp, SearchOp
+from langgraph.store.base import GetOp, PutOp, SearchOp
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -26,6 +26,7 @@ from memory_tiers.errors import BackendError, BackendUnavailableError
 from memory_tiers.store import SqlStore
 from memory_tiers.store.filters import parse_filter
 from memory_tiers.store.statements import KEY, NAMESPACE, NOW, USER
+from memory_tiers.store.writes import UPSERT_KEYS
 
 
 @pytest.fixture
@@ -150,3 +151,49 @@ async def test_a_connection_that_broke_is_not_reused(postgres_store, migrated_po
     with pytest.raises(BackendUnavailableError):
         await alice.aget(("n",), "k")
     assert (await alice.aget(("n",), "k")).value == {"v": 1}  # on a new connection
+
+
+async def test_a_lone_put_or_delete_is_one_statement_straight_on_asyncpg(postgres_store, monkeypatch):
+    """It commits by itself (no BEGIN/COMMIT round trips); a batch of several writes keeps
+    SQLAlchemy's transaction, all or nothing."""
+    sent: list[dict[str, Any]] = []
+    execute = postgres_store._driver.execute
+
+    async def spying(statement: Any, params: dict[str, Any], column_keys: Any = None) -> None:
+        sent.append(dict(params))
+        await execute(statement, params, column_keys)
+
+    monkeypatch.setattr(postgres_store._driver, "execute", spying)
+    alice_id, bob_id = unique("alice"), unique("bob")
+    alice, bob = postgres_store.for_user(alice_id), postgres_store.for_user(bob_id)
+    await alice.aput(("n",), "k", {"v": 1})
+    first = await alice.aget(("n",), "k")
+    await alice.aput(("n",), "k", {"v": 2, "s": "é\u202e"}, ttl=5)
+    await bob.aput(("n",), "k", {"v": "bob's"})
+    item = await alice.aget(("n",), "k")
+    assert item.value == {"v": 2, "s": "é\u202e"} and item.created_at == first.created_at
+    assert item.updated_at > first.updated_at
+    await alice.adelete(("n",), "k")
+    assert await alice.aget(("n",), "k") is None
+    assert (await bob.aget(("n",), "k")).value == {"v": "bob's"}
+    assert [params.get("user_id", params.get("b_user")) for params in sent] == [alice_id] * 2 + [
+        bob_id,
+        alice_id,
+    ]
+    await alice.abatch([PutOp(("n",), "a", {"v": 1}), PutOp(("n",), "b", {"v": 2})])
+    assert len(sent) == 4
+    assert sorted(i.key for i in await alice.asearch(("n",))) == ["a", "b"]
+
+
+async def test_driver_errors_on_the_direct_write_are_translated(postgres_store, monkeypatch):
+    alice = postgres_store.for_user(unique("alice"))
+    compiled = postgres_store._driver.compiled(postgres_store._writes.upsert, UPSERT_KEYS)
+    broken = compiled._replace(sql=compiled.sql.replace("mt_store_items", "mt_no_such_table"))
+    with monkeypatch.context() as patch:
+        patch.setattr(postgres_store._driver, "compiled", lambda statement, column_keys=None: broken)
+        with pytest.raises(BackendError, match="mt_no_such_table") as refused:
+            await alice.aput(("n",), "k", {"v": 1})
+    assert not isinstance(refused.value, BackendUnavailableError)
+    assert await alice.aget(("n",), "k") is None
+    await alice.aput(("n",), "k", {"v": 1})  # the connection was fine
+    assert (await alice.aget(("n",), "k")).value == {"v": 1}

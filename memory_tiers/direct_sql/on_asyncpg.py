@@ -78,6 +78,16 @@ class AsyncpgDirect(DirectSQL):
             records: list[asyncpg.Record] = await driver.fetch(sql, *args)
         return records
 
+    async def execute(
+        self, statement: Any, params: Mapping[str, Any], column_keys: tuple[str, ...] | None = None
+    ) -> None:
+        """Run one write ``statement`` for ``params`` outside any transaction, so PostgreSQL
+        commits it by itself; an INSERT without ``VALUES`` binds ``column_keys``. Errors are
+        raised as by `rows`."""
+        sql, args = self.bound(statement, params, column_keys)
+        async with self.connection() as driver:
+            await driver.execute(sql, *args)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncpgStatements]:
         """One transaction on a pooled connection: committed when the block ends, rolled back if

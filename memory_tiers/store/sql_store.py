@@ -32,8 +32,7 @@ from langgraph.store.base import (
     Result,
     SearchOp,
 )
-from sqlalchemy import Select, bindparam, delete, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, delete
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
@@ -50,6 +49,7 @@ from memory_tiers.store import namespaces
 from memory_tiers.store.errors import StoreArgumentError, raising_our_namespace_error
 from memory_tiers.store.filters import ParsedFilter, parse_filter
 from memory_tiers.store.statements import COLUMNS, SEARCH_SHAPES, StoredRow, StoreStatements, scope
+from memory_tiers.store.writes import EXPIRES, TTL, UPSERT_KEYS, StoreWrites, item_params, upsert_row
 from memory_tiers.translate import translate_errors
 
 if TYPE_CHECKING:
@@ -134,6 +134,7 @@ class SqlStore(BaseStore):
         # Reads skip BEGIN/ROLLBACK round trips; writes get a transaction of their own.
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sql = StoreStatements(self.dialect)  # shared by the `for_user` copies
+        self._writes = StoreWrites(self.dialect)
         self._driver: AsyncpgDirect | None = None
         if self.dialect == "postgresql" and engine.dialect.driver == "asyncpg":
             from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect  # the postgres extra
@@ -280,7 +281,9 @@ class SqlStore(BaseStore):
                 await self._read(live, plan)
             for pair in plan.writes:
                 plan.refresh.pop(pair, None)  # its write sets a new expiry anyway
-            if plan.writes or plan.refresh:
+            if self._driver is not None and len(plan.writes) == 1 and not plan.refresh:
+                await self._write_alone(self._driver, user_id, now, plan)  # `aput`, `adelete`
+            elif plan.writes or plan.refresh:
                 async with self.engine.begin() as conn:
                     await self._write(conn, user_id, now, plan)
         return plan.results
@@ -350,61 +353,35 @@ class SqlStore(BaseStore):
                 )
 
     async def _write(self, conn: AsyncConnection, user_id: str, now: datetime, plan: _Batch) -> None:
-        where_item = (
-            items.c.user_id == bindparam("b_user"),
-            items.c.namespace == bindparam("b_namespace"),
-            items.c.key == bindparam("b_key"),
-        )
         if plan.refresh:
-            # Only if the TTL is still the one read: a concurrent put with a new TTL wins.
-            refresh = (
-                update(items)
-                .where(*where_item, items.c.ttl_minutes == bindparam("b_ttl"))
-                .values(expires_at=bindparam("b_expires"))
-            )
             await conn.execute(
-                refresh,
+                self._writes.refresh,
                 [
-                    {"b_user": user_id, "b_namespace": ns, "b_key": key, "b_ttl": ttl, "b_expires": expires}
+                    item_params(user_id, ns, key) | {TTL: ttl, EXPIRES: checks.expiry(now, ttl)}
                     for (ns, key), ttl in plan.refresh.items()
-                    for expires in (checks.expiry(now, ttl),)
                 ],
             )
-        deletes = [pair for pair, write in plan.writes.items() if write is None]
+        deletes = [item_params(user_id, ns, key) for (ns, key), write in plan.writes.items() if write is None]
         if deletes:
-            await conn.execute(
-                delete(items).where(*where_item),
-                [{"b_user": user_id, "b_namespace": ns, "b_key": key} for ns, key in deletes],
-            )
+            await conn.execute(self._writes.delete, deletes)
         upserts = [
-            {
-                "user_id": user_id,
-                "namespace": ns,
-                "key": key,
-                "value": value,
-                "created_at": now,
-                "updated_at": now,
-                "expires_at": checks.expiry(now, ttl),
-                "ttl_minutes": ttl,
-            }
+            upsert_row(user_id, ns, key, value, ttl, now)
             for (ns, key), write in plan.writes.items()
             if write is not None
             for value, ttl in (write,)
         ]
         if upserts:
-            insert = postgresql.insert(items) if self.dialect == "postgresql" else sqlite.insert(items)
-            upsert = insert.on_conflict_do_update(
-                index_elements=[items.c.user_id, items.c.namespace, items.c.key],
-                # created_at stays: an update keeps the item's creation time, as LangGraph's
-                # PostgreSQL store does.
-                set_={
-                    "value": insert.excluded.value,
-                    "updated_at": insert.excluded.updated_at,
-                    "expires_at": insert.excluded.expires_at,
-                    "ttl_minutes": insert.excluded.ttl_minutes,
-                },
-            )
-            await conn.execute(upsert, upserts)
+            await conn.execute(self._writes.upsert, upserts)
+
+    async def _write_alone(self, driver: AsyncpgDirect, user_id: str, now: datetime, plan: _Batch) -> None:
+        """A batch's lone put or delete: one statement straight on asyncpg, outside a
+        transaction, so PostgreSQL commits it by itself (one round trip, not three)."""
+        (((ns, key), write),) = plan.writes.items()
+        if write is None:
+            await driver.execute(self._writes.delete, item_params(user_id, ns, key))
+        else:
+            row = upsert_row(user_id, ns, key, *write, now)
+            await driver.execute(self._writes.upsert, row, UPSERT_KEYS)
 
 
 # LangGraph's public methods check namespaces before calling abatch and raise its own error;

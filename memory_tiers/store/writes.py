@@ -1,0 +1,81 @@
+"""The store's writes, built once per dialect: the upsert of a put, the delete, the TTL refresh.
+
+As with the reads (`memory_tiers.store.statements`), building a statement per call cost more
+Python than its round trip (the upsert's ON CONFLICT clause most of all). Every value is bound,
+and every statement is scoped by the user it writes for (``:b_user``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from memory_tiers.long_term.schema import store_items as items
+from memory_tiers.store import items as checks
+
+USER, NAMESPACE, KEY, TTL, EXPIRES = "b_user", "b_namespace", "b_key", "b_ttl", "b_expires"
+UPSERT_KEYS = (
+    "user_id",
+    "namespace",
+    "key",
+    "value",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "ttl_minutes",
+)
+"""The upsert's bound columns, in the order `upsert_row` gives them."""
+
+
+class StoreWrites:
+    """The store's write statements on one dialect (``"postgresql"`` or ``"sqlite"``)."""
+
+    def __init__(self, dialect: str) -> None:
+        where_item = (
+            items.c.user_id == bindparam(USER),
+            items.c.namespace == bindparam(NAMESPACE),
+            items.c.key == bindparam(KEY),
+        )
+        # Only if the TTL is still the one read: a concurrent put with a new TTL wins.
+        self.refresh = (
+            update(items)
+            .where(*where_item, items.c.ttl_minutes == bindparam(TTL))
+            .values(expires_at=bindparam(EXPIRES))
+        )
+        self.delete = delete(items).where(*where_item)
+        insert = postgresql.insert(items) if dialect == "postgresql" else sqlite.insert(items)
+        self.upsert = insert.on_conflict_do_update(
+            index_elements=[items.c.user_id, items.c.namespace, items.c.key],
+            # created_at stays: an update keeps the item's creation time, as LangGraph's
+            # PostgreSQL store does.
+            set_={
+                "value": insert.excluded.value,
+                "updated_at": insert.excluded.updated_at,
+                "expires_at": insert.excluded.expires_at,
+                "ttl_minutes": insert.excluded.ttl_minutes,
+            },
+        )
+
+
+def item_params(user_id: str, namespace: str, key: str) -> dict[str, Any]:
+    """The parameters naming one item of ``user_id`` (the delete's; the refresh adds two)."""
+    return {USER: user_id, NAMESPACE: namespace, KEY: key}
+
+
+def upsert_row(
+    user_id: str, namespace: str, key: str, value: Any, ttl: float | None, now: datetime
+) -> dict[str, Any]:
+    """The upsert's parameters for one put at ``now`` (keys: `UPSERT_KEYS`)."""
+    return {
+        "user_id": user_id,
+        "namespace": namespace,
+        "key": key,
+        "value": value,
+        "created_at": now,
+        "updated_at": now,
+        "expires_at": checks.expiry(now, ttl),
+        "ttl_minutes": ttl,
+    }

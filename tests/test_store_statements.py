@@ -1,10 +1,11 @@
 """`SqlStore`'s statements built once: cached per filter shape, always scoped to the user.
 
 Gets, searches and writes reuse statements built once (a search's once per filter shape, its
-values bound per call), and on PostgreSQL with asyncpg a batch's lone get, search, put or
-delete skips SQLAlchemy's execute path (`AsyncpgDirect`). These tests pin what that must not change: each call sees only
-its own user's rows and its own filter values, a statement cannot run without the user, and
-driver errors on the direct path are translated (a broken connection is not reused).
+values bound per call), and a batch's lone get, put or delete (and on PostgreSQL with asyncpg
+its lone search) skips SQLAlchemy's execute path (`AsyncpgDirect`, `SqliteDirect`). These
+tests pin what that must not change: each call sees only its own user's rows and its own
+filter values, a statement cannot run without the user, writes are committed, and driver
+errors on the direct path are translated (a broken connection is not reused).
 """
 
 from __future__ import annotations
@@ -153,24 +154,31 @@ async def test_a_connection_that_broke_is_not_reused(postgres_store, migrated_po
     assert (await alice.aget(("n",), "k")).value == {"v": 1}  # on a new connection
 
 
-async def test_a_lone_put_or_delete_is_one_statement_straight_on_asyncpg(postgres_store, monkeypatch):
-    """It commits by itself (no BEGIN/COMMIT round trips); a batch of several writes keeps
-    SQLAlchemy's transaction, all or nothing."""
+async def test_a_lone_put_or_delete_is_one_statement_straight_on_the_driver(
+    store, migrated_sql_url, monkeypatch
+):
+    """It is committed at once (on PostgreSQL by itself, without BEGIN/COMMIT round trips) and
+    seen by another engine; a batch of several writes keeps SQLAlchemy's transaction."""
     sent: list[dict[str, Any]] = []
-    execute = postgres_store._driver.execute
+    execute = store._driver.execute
 
     async def spying(statement: Any, params: dict[str, Any], column_keys: Any = None) -> None:
         sent.append(dict(params))
         await execute(statement, params, column_keys)
 
-    monkeypatch.setattr(postgres_store._driver, "execute", spying)
+    monkeypatch.setattr(store._driver, "execute", spying)
     alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = postgres_store.for_user(alice_id), postgres_store.for_user(bob_id)
+    alice, bob = store.for_user(alice_id), store.for_user(bob_id)
     await alice.aput(("n",), "k", {"v": 1})
     first = await alice.aget(("n",), "k")
     await alice.aput(("n",), "k", {"v": 2, "s": "é\u202e"}, ttl=5)
     await bob.aput(("n",), "k", {"v": "bob's"})
-    item = await alice.aget(("n",), "k")
+    other = create_async_engine(migrated_sql_url)
+    try:
+        seen = SqlStore(other, StoreConfig(), ids=IdKeysConfig()).for_user(alice_id)
+        item = await seen.aget(("n",), "k")
+    finally:
+        await other.dispose()
     assert item.value == {"v": 2, "s": "é\u202e"} and item.created_at == first.created_at
     assert item.updated_at > first.updated_at
     await alice.adelete(("n",), "k")
@@ -185,15 +193,34 @@ async def test_a_lone_put_or_delete_is_one_statement_straight_on_asyncpg(postgre
     assert sorted(i.key for i in await alice.asearch(("n",))) == ["a", "b"]
 
 
-async def test_driver_errors_on_the_direct_write_are_translated(postgres_store, monkeypatch):
-    alice = postgres_store.for_user(unique("alice"))
-    compiled = postgres_store._driver.compiled(postgres_store._writes.upsert, UPSERT_KEYS)
+async def test_driver_errors_on_the_direct_write_are_translated(store, monkeypatch):
+    alice = store.for_user(unique("alice"))
+    compiled = store._driver.compiled(store._writes.upsert, UPSERT_KEYS)
     broken = compiled._replace(sql=compiled.sql.replace("mt_store_items", "mt_no_such_table"))
     with monkeypatch.context() as patch:
-        patch.setattr(postgres_store._driver, "compiled", lambda statement, column_keys=None: broken)
+        patch.setattr(store._driver, "compiled", lambda statement, column_keys=None: broken)
         with pytest.raises(BackendError, match="mt_no_such_table") as refused:
             await alice.aput(("n",), "k", {"v": 1})
     assert not isinstance(refused.value, BackendUnavailableError)
     assert await alice.aget(("n",), "k") is None
     await alice.aput(("n",), "k", {"v": 1})  # the connection was fine
     assert (await alice.aget(("n",), "k")).value == {"v": 1}
+
+
+async def test_a_lone_get_goes_straight_to_the_driver_on_both_databases(store, monkeypatch):
+    """On SQLite a search keeps SQLAlchemy's path: its filters expand IN lists per call."""
+    sent: list[str] = []
+    rows = store._driver.rows
+
+    async def spying(statement: Any, params: dict[str, Any]) -> Any:
+        sent.append(params[USER])
+        return await rows(statement, params)
+
+    monkeypatch.setattr(store._driver, "rows", spying)
+    alice_id = unique("alice")
+    alice = store.for_user(alice_id)
+    await alice.aput(("n",), "k", {"v": 1, "tags": ["a", "b"]})
+    item = await alice.aget(("n",), "k")
+    assert item.value == {"v": 1, "tags": ["a", "b"]} and item.created_at.tzinfo is not None
+    assert [i.key for i in await alice.asearch(("n",), filter={"tags": ["a", "b"]})] == ["k"]
+    assert sent == [alice_id] * (2 if store.dialect == "postgresql" else 1)

@@ -62,6 +62,16 @@ class SqliteDirect(DirectSQL):
         async with self.connection() as driver:
             return await fetch(self, driver, statement, params)
 
+    async def execute(
+        self, statement: Any, params: Mapping[str, Any], column_keys: tuple[str, ...] | None = None
+    ) -> None:
+        """Run one write ``statement`` for ``params`` and commit it (SQLite's driver begins the
+        transaction at the write); an INSERT without ``VALUES`` binds ``column_keys``. Errors
+        are raised as by `rows`."""
+        async with self.connection() as driver:
+            await fetch(self, driver, statement, params, column_keys)
+            await driver.commit()
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteStatements]:
         """One transaction on a pooled connection (begun by SQLite's driver at the first write, as

@@ -40,6 +40,7 @@ from memory_tiers.bridge import LoopBridge
 from memory_tiers.config import IdKeysConfig, StoreConfig
 from memory_tiers.config_values import mask_url
 from memory_tiers.context import read_id, resolve_ids
+from memory_tiers.direct_sql.on_aiosqlite import SqliteDirect
 from memory_tiers.errors import BackendError, ConfigError, UsageError
 from memory_tiers.ids import validate_id
 from memory_tiers.long_term.schema import store_items as items
@@ -135,11 +136,13 @@ class SqlStore(BaseStore):
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sql = StoreStatements(self.dialect)  # shared by the `for_user` copies
         self._writes = StoreWrites(self.dialect)
-        self._driver: AsyncpgDirect | None = None
-        if self.dialect == "postgresql" and engine.dialect.driver == "asyncpg":
+        self._driver: AsyncpgDirect | SqliteDirect | None = None
+        if engine.dialect.driver == "asyncpg":
             from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect  # the postgres extra
 
             self._driver = AsyncpgDirect(engine, cache_size=SEARCH_SHAPES + 2, columns=COLUMNS)
+        elif engine.dialect.driver == "aiosqlite":
+            self._driver = SqliteDirect(engine, cache_size=SEARCH_SHAPES + 2)
 
     def _now(self) -> datetime:
         # In UTC, always: SQLite keeps the wall time without the offset, and compares text.
@@ -289,12 +292,17 @@ class SqlStore(BaseStore):
         return plan.results
 
     async def _read(self, live: dict[str, Any], plan: _Batch) -> None:
-        """The batch's reads: a lone get or search straight on asyncpg, else on one connection."""
-        if self._driver is not None and len(plan.gets) + len(plan.searches) == 1 and not plan.listings:
+        """The batch's reads: a lone get (or, on asyncpg, search) straight on the driver, else
+        on one SQLAlchemy connection. SQLite's filters expand IN lists, which a statement
+        compiled once cannot."""
+        lone = len(plan.gets) + len(plan.searches) == 1 and not plan.listings
+        direct_search = not plan.searches or not isinstance(self._driver, SqliteDirect)
+        if self._driver is not None and lone and direct_search:
             driver = self._driver
 
             async def direct(stmt: Select[Any], params: dict[str, Any]) -> Iterable[Any]:
-                return [StoredRow._make(record) for record in await driver.rows(stmt, params)]
+                # asyncpg's records and SqliteDirect's dicts both give their values in column order.
+                return [StoredRow._make(row.values()) for row in await driver.rows(stmt, params)]
 
             await self._read_with(direct, live, plan)  # `aget`, `asearch`
             return
@@ -373,9 +381,12 @@ class SqlStore(BaseStore):
         if upserts:
             await conn.execute(self._writes.upsert, upserts)
 
-    async def _write_alone(self, driver: AsyncpgDirect, user_id: str, now: datetime, plan: _Batch) -> None:
-        """A batch's lone put or delete: one statement straight on asyncpg, outside a
-        transaction, so PostgreSQL commits it by itself (one round trip, not three)."""
+    async def _write_alone(
+        self, driver: AsyncpgDirect | SqliteDirect, user_id: str, now: datetime, plan: _Batch
+    ) -> None:
+        """A batch's lone put or delete: one statement straight on the driver. On asyncpg it is
+        sent outside a transaction, so PostgreSQL commits it by itself (one round trip, not
+        three); on aiosqlite it is one hop and the commit another."""
         (((ns, key), write),) = plan.writes.items()
         if write is None:
             await driver.execute(self._writes.delete, item_params(user_id, ns, key))

@@ -44,6 +44,7 @@ from sqlalchemy import (
     cast,
     false,
     func,
+    literal_column,
     not_,
     or_,
 )
@@ -173,7 +174,10 @@ class _SqliteJson:
         return self._type(path) == value
 
     def number(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
-        return and_(self._type(path).in_(["integer", "real"]), compare(self._extract(path), value))
+        # Constants written into the SQL: a list given to in_() would be expanded per call,
+        # which a statement compiled once for the driver cannot be.
+        numeric = (literal_column("'integer'"), literal_column("'real'"))
+        return and_(self._type(path).in_(numeric), compare(self._extract(path), value))
 
     def string(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
         return and_(self._type(path) == "text", compare(self._extract(path), value))

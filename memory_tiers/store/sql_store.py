@@ -292,12 +292,9 @@ class SqlStore(BaseStore):
         return plan.results
 
     async def _read(self, live: dict[str, Any], plan: _Batch) -> None:
-        """The batch's reads: a lone get (or, on asyncpg, search) straight on the driver, else
-        on one SQLAlchemy connection. SQLite's filters expand IN lists, which a statement
-        compiled once cannot."""
-        lone = len(plan.gets) + len(plan.searches) == 1 and not plan.listings
-        direct_search = not plan.searches or not isinstance(self._driver, SqliteDirect)
-        if self._driver is not None and lone and direct_search:
+        """The batch's reads: a lone get or search straight on the driver, else on one
+        SQLAlchemy connection."""
+        if self._driver is not None and len(plan.gets) + len(plan.searches) == 1 and not plan.listings:
             driver = self._driver
 
             async def direct(stmt: Select[Any], params: dict[str, Any]) -> Iterable[Any]:

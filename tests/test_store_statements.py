@@ -10,20 +10,24 @@ errors on the direct path are translated (a broken connection is not reused).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiosqlite
 import asyncpg
 import pytest
 from helpers import unique
 from langgraph.store.base import GetOp, PutOp, SearchOp
+from sqlalchemy import select
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from memory_tiers.config import IdKeysConfig, StoreConfig
-from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect
 from memory_tiers.errors import BackendError, BackendUnavailableError
+from memory_tiers.long_term.schema import store_items as items
 from memory_tiers.store import SqlStore
 from memory_tiers.store.filters import parse_filter
 from memory_tiers.store.statements import KEY, NAMESPACE, NOW, USER
@@ -96,28 +100,34 @@ async def test_a_statement_cannot_run_without_the_user(store, engine):
             await conn.execute(search, {NOW: datetime.now(UTC), "s_limit": 10, "s_offset": 0, "f0": 1})
 
 
-async def test_lone_gets_and_searches_go_straight_to_asyncpg(postgres_store, monkeypatch):
-    assert isinstance(postgres_store._driver, AsyncpgDirect)
+async def test_lone_gets_and_searches_go_straight_to_the_driver(store, monkeypatch):
+    assert type(store._driver).__name__ == (
+        "AsyncpgDirect" if store.dialect == "postgresql" else "SqliteDirect"
+    )
     sent: list[str] = []
-    rows = postgres_store._driver.rows
+    rows = store._driver.rows
 
     async def spying(statement: Any, params: dict[str, Any]) -> Any:
         sent.append(params[USER])
         return await rows(statement, params)
 
-    monkeypatch.setattr(postgres_store._driver, "rows", spying)
+    monkeypatch.setattr(store._driver, "rows", spying)
     alice_id = unique("alice")
-    alice = postgres_store.for_user(alice_id)
-    await alice.aput(("n",), "k", {"v": 1, "s": "x"})
-    assert (await alice.aget(("n",), "k")).value == {"v": 1, "s": "x"}
-    assert [i.key for i in await alice.asearch(("n",), filter={"v": 1, "s": {"$gte": "x"}})] == ["k"]
+    alice = store.for_user(alice_id)
+    value = {"v": 1.5, "tags": ["a", "b"], "s": "x"}
+    await alice.aput(("n",), "k", value)
+    item = await alice.aget(("n",), "k")
+    assert item.value == value and item.created_at.tzinfo is not None
+    filters = ({"tags": ["a", "b"]}, {"v": {"$gt": 1}, "s": {"$gte": "x"}}, {"v": 1.5})
+    for where in filters:
+        assert [i.key for i in await alice.asearch(("n",), filter=where)] == ["k"], where
     bob_id = unique("bob")
-    assert await postgres_store.for_user(bob_id).aget(("n",), "k") is None
-    assert sent == [alice_id, alice_id, bob_id]
+    assert await store.for_user(bob_id).aget(("n",), "k") is None
+    assert sent == [alice_id] * (1 + len(filters)) + [bob_id]
     # A batch of several reads shares one SQLAlchemy connection instead, with the same answers.
-    both = await alice.abatch([GetOp(("n",), "k"), SearchOp(("n",), filter={"v": 1})])
-    assert len(sent) == 3
-    assert both[0].value == {"v": 1, "s": "x"} and [i.key for i in both[1]] == ["k"]
+    both = await alice.abatch([GetOp(("n",), "k"), SearchOp(("n",), filter={"v": 1.5})])
+    assert len(sent) == 2 + len(filters)
+    assert both[0].value == value and [i.key for i in both[1]] == ["k"]
 
 
 async def test_the_direct_path_refuses_to_send_without_the_user(postgres_store):
@@ -207,21 +217,55 @@ async def test_driver_errors_on_the_direct_write_are_translated(store, monkeypat
     assert (await alice.aget(("n",), "k")).value == {"v": 1}
 
 
-async def test_a_lone_get_or_search_goes_straight_to_the_driver_on_both_databases(store, monkeypatch):
-    sent: list[str] = []
-    rows = store._driver.rows
+async def test_a_ttl_refresh_is_kept_beside_a_write_and_after_a_lone_read(store, engine):
+    """A read that refreshes a TTL is a write too: beside a put it joins the batch's transaction,
+    alone it is the one statement sent."""
+    alice = store.for_user(unique("alice"))
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    alice.clock = lambda: start
+    await alice.aput(("n",), "a", {"v": 1}, ttl=10)
 
-    async def spying(statement: Any, params: dict[str, Any]) -> Any:
-        sent.append(params[USER])
-        return await rows(statement, params)
+    async def expiry() -> datetime:
+        async with engine.connect() as conn:
+            stmt = select(items.c.expires_at).where(items.c.user_id == alice.user_id, items.c.key == "a")
+            value = (await conn.execute(stmt)).scalar_one()
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
-    monkeypatch.setattr(store._driver, "rows", spying)
-    alice_id = unique("alice")
-    alice = store.for_user(alice_id)
-    await alice.aput(("n",), "k", {"v": 1.5, "tags": ["a", "b"], "s": "x"})
-    item = await alice.aget(("n",), "k")
-    assert item.value == {"v": 1.5, "tags": ["a", "b"], "s": "x"} and item.created_at.tzinfo is not None
-    filters = ({"tags": ["a", "b"]}, {"v": {"$gt": 1}, "s": {"$ne": "y"}}, {"v": 1.5})
-    for where in filters:
-        assert [i.key for i in await alice.asearch(("n",), filter=where)] == ["k"], where
-    assert sent == [alice_id] * (1 + len(filters))
+    assert await expiry() == start + timedelta(minutes=10)
+    alice.clock = lambda: start + timedelta(minutes=5)
+    found, _ = await alice.abatch([GetOp(("n",), "a", refresh_ttl=True), PutOp(("n",), "b", {"v": 2})])
+    assert found.value == {"v": 1} and await expiry() == start + timedelta(minutes=15)
+    assert (await alice.aget(("n",), "b")).value == {"v": 2}
+    alice.clock = lambda: start + timedelta(minutes=8)
+    assert (await alice.aget(("n",), "a", refresh_ttl=True)).value == {"v": 1}
+    assert await expiry() == start + timedelta(minutes=18)
+
+
+async def test_a_direct_write_whose_commit_fails_writes_nothing(migrated_sqlite_url, monkeypatch):
+    """SQLite (where the commit is a call of its own): the INSERT ran, then its commit failed:
+    the check-in rolls it back, the error is a BackendError and the connection goes back to the
+    pool with no transaction open."""
+    engine = create_async_engine(migrated_sqlite_url)
+    alice = SqlStore(engine, StoreConfig(), ids=IdKeysConfig()).for_user(unique("alice"))
+    commit = aiosqlite.Connection.commit
+    failures = [sqlite3.OperationalError("database is locked")]
+
+    async def failing_once(self: aiosqlite.Connection) -> None:
+        if failures:
+            raise failures.pop()
+        await commit(self)
+
+    monkeypatch.setattr(aiosqlite.Connection, "commit", failing_once)
+    try:
+        with pytest.raises(BackendError, match="locked"):
+            await alice.aput(("n",), "k", {"v": 1})
+        assert await alice.aget(("n",), "k") is None
+        pooled = await engine.raw_connection()
+        try:
+            assert not pooled.driver_connection.in_transaction
+        finally:
+            await greenlet_spawn(pooled.close)
+        await alice.aput(("n",), "k", {"v": 2})
+        assert (await alice.aget(("n",), "k")).value == {"v": 2}
+    finally:
+        await engine.dispose()

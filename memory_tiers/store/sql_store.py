@@ -40,7 +40,7 @@ from memory_tiers.bridge import LoopBridge
 from memory_tiers.config import IdKeysConfig, StoreConfig
 from memory_tiers.config_values import mask_url
 from memory_tiers.context import read_id, resolve_ids
-from memory_tiers.direct_sql.on_aiosqlite import SqliteDirect
+from memory_tiers.direct_sql import direct_sql
 from memory_tiers.errors import BackendError, ConfigError, UsageError
 from memory_tiers.ids import validate_id
 from memory_tiers.long_term.schema import store_items as items
@@ -50,10 +50,11 @@ from memory_tiers.store import namespaces
 from memory_tiers.store.errors import StoreArgumentError, raising_our_namespace_error
 from memory_tiers.store.filters import ParsedFilter, parse_filter
 from memory_tiers.store.statements import COLUMNS, SEARCH_SHAPES, StoredRow, StoreStatements, scope
-from memory_tiers.store.writes import EXPIRES, TTL, UPSERT_KEYS, StoreWrites, item_params, upsert_row
+from memory_tiers.store.writes import UPSERT_KEYS, StoreWrites, item_params, refresh_params, upsert_row
 from memory_tiers.translate import translate_errors
 
 if TYPE_CHECKING:
+    from memory_tiers.direct_sql.on_aiosqlite import SqliteDirect
     from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect
 
 logger = get_logger(__name__)
@@ -136,13 +137,8 @@ class SqlStore(BaseStore):
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sql = StoreStatements(self.dialect)  # shared by the `for_user` copies
         self._writes = StoreWrites(self.dialect)
-        self._driver: AsyncpgDirect | SqliteDirect | None = None
-        if engine.dialect.driver == "asyncpg":
-            from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect  # the postgres extra
-
-            self._driver = AsyncpgDirect(engine, cache_size=SEARCH_SHAPES + 2, columns=COLUMNS)
-        elif engine.dialect.driver == "aiosqlite":
-            self._driver = SqliteDirect(engine, cache_size=SEARCH_SHAPES + 2)
+        # The searches' shapes, and the get, upsert, delete and refresh sent the direct way.
+        self._driver = direct_sql(engine, cache_size=SEARCH_SHAPES + 4, columns=COLUMNS)
 
     def _now(self) -> datetime:
         # In UTC, always: SQLite keeps the wall time without the offset, and compares text.
@@ -284,8 +280,9 @@ class SqlStore(BaseStore):
                 await self._read(live, plan)
             for pair in plan.writes:
                 plan.refresh.pop(pair, None)  # its write sets a new expiry anyway
-            if self._driver is not None and len(plan.writes) == 1 and not plan.refresh:
-                await self._write_alone(self._driver, user_id, now, plan)  # `aput`, `adelete`
+            if self._driver is not None and len(plan.writes) + len(plan.refresh) == 1:
+                # `aput`, `adelete`, or a lone read's TTL refresh
+                await self._write_alone(self._driver, user_id, now, plan)
             elif plan.writes or plan.refresh:
                 async with self.engine.begin() as conn:
                     await self._write(conn, user_id, now, plan)
@@ -361,10 +358,7 @@ class SqlStore(BaseStore):
         if plan.refresh:
             await conn.execute(
                 self._writes.refresh,
-                [
-                    item_params(user_id, ns, key) | {TTL: ttl, EXPIRES: checks.expiry(now, ttl)}
-                    for (ns, key), ttl in plan.refresh.items()
-                ],
+                [refresh_params(user_id, ns, key, ttl, now) for (ns, key), ttl in plan.refresh.items()],
             )
         deletes = [item_params(user_id, ns, key) for (ns, key), write in plan.writes.items() if write is None]
         if deletes:
@@ -381,15 +375,18 @@ class SqlStore(BaseStore):
     async def _write_alone(
         self, driver: AsyncpgDirect | SqliteDirect, user_id: str, now: datetime, plan: _Batch
     ) -> None:
-        """A batch's lone put or delete: one statement straight on the driver. On asyncpg it is
-        sent outside a transaction, so PostgreSQL commits it by itself (one round trip, not
-        three); on aiosqlite it is one hop and the commit another."""
-        (((ns, key), write),) = plan.writes.items()
-        if write is None:
-            await driver.execute(self._writes.delete, item_params(user_id, ns, key))
-        else:
-            row = upsert_row(user_id, ns, key, *write, now)
-            await driver.execute(self._writes.upsert, row, UPSERT_KEYS)
+        """A batch's one write (a put, a delete or a TTL refresh): one statement straight on the
+        driver. On asyncpg it is sent outside a transaction, so PostgreSQL commits it by itself
+        (one round trip, not three); on aiosqlite it is one hop, the commit another and the
+        pool's check-in rollback a third, against SQLAlchemy's six or seven."""
+        for (ns, key), ttl in plan.refresh.items():
+            await driver.execute(self._writes.refresh, refresh_params(user_id, ns, key, ttl, now))
+        for (ns, key), write in plan.writes.items():
+            if write is None:
+                await driver.execute(self._writes.delete, item_params(user_id, ns, key))
+            else:
+                row = upsert_row(user_id, ns, key, *write, now)
+                await driver.execute(self._writes.upsert, row, UPSERT_KEYS)
 
 
 # LangGraph's public methods check namespaces before calling abatch and raise its own error;

@@ -2,7 +2,8 @@
 
 As with the reads (`memory_tiers.store.statements`), building a statement per call cost more
 Python than its round trip (the upsert's ON CONFLICT clause most of all). Every value is bound,
-and every statement is scoped by the user it writes for (``:b_user``).
+and every statement is scoped by the user it writes for (``:b_user``; the upsert's
+``user_id`` column).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ UPSERT_KEYS = (
     "expires_at",
     "ttl_minutes",
 )
-"""The upsert's bound columns, in the order `upsert_row` gives them."""
+"""The upsert's bound columns: the keys of every `upsert_row`."""
 
 
 class StoreWrites:
@@ -68,14 +69,11 @@ def item_params(user_id: str, namespace: str, key: str) -> dict[str, Any]:
 def upsert_row(
     user_id: str, namespace: str, key: str, value: Any, ttl: float | None, now: datetime
 ) -> dict[str, Any]:
-    """The upsert's parameters for one put at ``now`` (keys: `UPSERT_KEYS`)."""
-    return {
-        "user_id": user_id,
-        "namespace": namespace,
-        "key": key,
-        "value": value,
-        "created_at": now,
-        "updated_at": now,
-        "expires_at": checks.expiry(now, ttl),
-        "ttl_minutes": ttl,
-    }
+    """The upsert's parameters for one put at ``now``, keyed by `UPSERT_KEYS`."""
+    values = (user_id, namespace, key, value, now, now, checks.expiry(now, ttl), ttl)
+    return dict(zip(UPSERT_KEYS, values, strict=True))
+
+
+def refresh_params(user_id: str, namespace: str, key: str, ttl: float, now: datetime) -> dict[str, Any]:
+    """The TTL refresh's parameters for one item read at ``now`` with ``ttl``."""
+    return item_params(user_id, namespace, key) | {TTL: ttl, EXPIRES: checks.expiry(now, ttl)}

@@ -350,8 +350,8 @@ class LongTermConfig(_Section):
     generic_plans: bool = Field(
         default=False,
         description="postgres: the library's connections plan each prepared statement once "
-        "(plan_cache_mode=force_generic_plan, a startup parameter PgBouncer refuses) instead of "
-        "letting PostgreSQL re-plan it on every call; faster turns, slower range and prefix scans",
+        "(SET plan_cache_mode = force_generic_plan on connecting) instead of letting PostgreSQL "
+        "re-plan it on every call; faster turns, slower range and prefix scans",
     )
     retries: int = Field(
         default=2,

@@ -61,3 +61,14 @@ async def test_by_default_postgres_plans_the_load_anew_at_least_five_times(postg
     # (then keeps doing so if the custom plans look cheaper, as they do for a user with few rows
     # in a table with many): the control that shows what the first test counts.
     assert custom >= 5
+
+
+async def test_the_setting_outlives_the_pools_rollback_on_check_in(postgres_url, tmp_path):
+    """It is a SET once connected (PgBouncer refuses it as a startup parameter), so a check-in's
+    rollback must not undo it."""
+    async with MemoryManager(_config(postgres_url, tmp_path, generic_plans=True)) as manager:
+        engine = manager.long_term_store.engine
+        for _ in range(3):  # the same pooled connection, checked in and out again
+            async with engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert await driver.fetchval("SHOW plan_cache_mode") == "force_generic_plan"

@@ -85,10 +85,6 @@ def create_engine(config: LongTermConfig, data_dir: Path) -> AsyncEngine:
         )
         if url.get_driver_name() == "asyncpg":
             kwargs["connect_args"] = {"timeout": config.connect_timeout.total_seconds()}
-            if config.generic_plans:
-                # Planned once per connection: PostgreSQL's `auto` mode can keep re-planning a
-                # statement on every call (docs/configuration.md, long_term.generic_plans).
-                kwargs["connect_args"]["server_settings"] = {"plan_cache_mode": "force_generic_plan"}
             if config.statement_timeout is not None:
                 # Client side, so it also bounds a server that stopped answering.
                 kwargs["connect_args"]["command_timeout"] = config.statement_timeout.total_seconds()
@@ -100,4 +96,24 @@ def create_engine(config: LongTermConfig, data_dir: Path) -> AsyncEngine:
         raise ConfigError(f"long_term.url: {exc}") from None
     if backend == "sqlite":
         _enable_sqlite_pragmas(engine, int(config.connect_timeout.total_seconds() * 1000))
+    elif config.generic_plans:
+        _force_generic_plans(engine)
     return engine
+
+
+def _force_generic_plans(engine: AsyncEngine) -> None:
+    """Plan each prepared statement once per connection: PostgreSQL's `auto` mode can keep
+    re-planning a statement on every call (docs/configuration.md, long_term.generic_plans).
+
+    A ``SET`` once connected, not a startup parameter (which PgBouncer refuses), in autocommit so
+    that the pool's rollback on check-in cannot undo it (SQLAlchemy's recipe for session
+    settings)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.close()
+        dbapi_connection.autocommit = autocommit

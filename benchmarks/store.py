@@ -1,13 +1,14 @@
 """Benchmark ``store``: memory_tiers' LangGraph store against LangGraph's own stores.
 
-``manager.store`` (on PostgreSQL) against ``InMemoryStore``, ``AsyncSqliteStore`` and
-``AsyncPostgresStore`` (same database as ours, its own tables), all holding the same 100k items
-(100 users x 1000; quick: 20 x 100; store_data.py). Interleaved, one call per store per
-iteration: ``get`` of an existing item, ``put`` (an upsert into a small key range, so after
-the warm-up every put updates), and a filtered ``search`` of one user's namespace (kind, level
-and bucket: a handful of matches, one page). Before timing, every store answers the same gets
-and searches and is compared with InMemoryStore (``check ...`` lines, naming any store that
-returns fewer items). Targets: our get <= 0.5x AsyncPostgresStore's, our search <= 1x.
+``manager.store`` on PostgreSQL and on SQLite (the embedded default) against ``InMemoryStore``,
+``AsyncSqliteStore`` and ``AsyncPostgresStore`` (same database as ours, its own tables), all
+holding the same 100k items (100 users x 1000; quick: 20 x 100; store_data.py). Interleaved,
+one call per store per iteration: ``get`` of an existing item, ``put`` (an upsert into a small
+key range, so after the warm-up every put updates), and a filtered ``search`` of one user's
+namespace (kind, level and bucket: a handful of matches, one page). Before timing, every store
+answers the same gets and searches and is compared with InMemoryStore (``check ...`` lines,
+naming any store that returns fewer items). Targets: our get <= 0.5x AsyncPostgresStore's, our
+search <= 1x; ours on SQLite is compared with AsyncSqliteStore, without a target.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ NAME = "store"
 SIZES = {False: (100, 1000), True: (20, 100)}  # users, items per user
 PLANS = {False: Plan(iterations=500, warmup=50), True: Plan(iterations=30, warmup=5)}
 OURS, POSTGRES = "memory_tiers SqlStore (PostgreSQL)", "AsyncPostgresStore"
+OURS_SQLITE, SQLITE = "memory_tiers SqlStore (SQLite)", "AsyncSqliteStore"
+STORES = 5
 OPERATIONS = ("get", "put", "search")
 CHECKS = 20
 PUT_KEYS = 50
@@ -39,10 +42,13 @@ PUT_KEYS = 50
 
 @asynccontextmanager
 async def open_stores(url: str, data_dir: Path) -> AsyncIterator[list[StoreView]]:
-    """The four stores, each set up and empty."""
+    """The five stores, each set up and empty: ours on PostgreSQL and on SQLite (the embedded
+    default), and LangGraph's three."""
     async with AsyncExitStack() as stack:
         config = {"data_dir": str(data_dir), "working": {"backend": "memory"}, "long_term": {"url": url}}
         manager = await stack.enter_async_context(MemoryManager(config))
+        embedded = {"data_dir": str(data_dir / "embedded"), "working": {"backend": "memory"}}
+        embedded_manager = await stack.enter_async_context(MemoryManager(embedded))
         sqlite = await stack.enter_async_context(
             AsyncSqliteStore.from_conn_string(str(data_dir / "store.db"))
         )
@@ -51,8 +57,9 @@ async def open_stores(url: str, data_dir: Path) -> AsyncIterator[list[StoreView]
         await postgres.setup()
         yield [
             StoreView(OURS, manager.store, scoped=True),
+            StoreView(OURS_SQLITE, embedded_manager.store, scoped=True),
             StoreView("InMemoryStore", InMemoryStore(), scoped=False),
-            StoreView("AsyncSqliteStore", sqlite, scoped=False),
+            StoreView(SQLITE, sqlite, scoped=False),
             StoreView(POSTGRES, postgres, scoped=False),
         ]
 
@@ -61,7 +68,7 @@ async def run(servers: Servers, quick: bool) -> None:
     """Seed the four stores alike, check they agree, then time them interleaved."""
     users, items = SIZES[quick]
     plan = PLANS[quick]
-    report.header(NAME, f"get / put / filtered search at {users * items:,} items, 4 stores", plan)
+    report.header(NAME, f"get / put / filtered search at {users * items:,} items, {STORES} stores", plan)
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         async with servers.database("store") as url, open_stores(url, Path(tmp)) as views:
             for view in views:
@@ -124,13 +131,14 @@ async def _check(views: list[StoreView], users: int, items: int) -> None:
 
 
 def _ratios(stats: dict[str, Stats]) -> None:
-    def of(store: str, operation: str) -> Stats:
-        return stats[f"{store} {operation}"]
-
-    get = report.ratio("our get / AsyncPostgresStore get", of(OURS, "get"), of(POSTGRES, "get"))
-    report.ratio("our put / AsyncPostgresStore put", of(OURS, "put"), of(POSTGRES, "put"))
-    search = report.ratio(
-        "our search / AsyncPostgresStore search", of(OURS, "search"), of(POSTGRES, "search")
-    )
-    report.target(NAME, "get / AsyncPostgresStore get", get, 0.5)
-    report.target(NAME, "filtered search / AsyncPostgresStore filtered search", search, 1.0)
+    """Each of our stores against LangGraph's on the same database; targets on PostgreSQL."""
+    found = {}
+    for ours, theirs in ((OURS, POSTGRES), (OURS_SQLITE, SQLITE)):
+        for operation in OPERATIONS:
+            found[ours, operation] = report.ratio(
+                f"{ours} {operation} / {theirs} {operation}",
+                stats[f"{ours} {operation}"],
+                stats[f"{theirs} {operation}"],
+            )
+    report.target(NAME, "get / AsyncPostgresStore get", found[OURS, "get"], 0.5)
+    report.target(NAME, "filtered search / AsyncPostgresStore filtered search", found[OURS, "search"], 1.0)

@@ -92,11 +92,13 @@ EXPECTED = {
     "store": Expected(
         (
             "check memory_tiers SqlStore (PostgreSQL) vs InMemoryStore",
+            "check memory_tiers SqlStore (SQLite) vs InMemoryStore",
             "check AsyncPostgresStore vs InMemoryStore",
             "[get]",
             "[put]",
             "[search]",
             "get / AsyncPostgresStore get",
+            "memory_tiers SqlStore (SQLite) search / AsyncSqliteStore search",
         ),
         2,
     ),

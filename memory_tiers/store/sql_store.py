@@ -50,7 +50,7 @@ from memory_tiers.store import namespaces
 from memory_tiers.store.errors import StoreArgumentError, raising_our_namespace_error
 from memory_tiers.store.filters import ParsedFilter, parse_filter
 from memory_tiers.store.statements import COLUMNS, SEARCH_SHAPES, StoredRow, StoreStatements, scope
-from memory_tiers.store.writes import UPSERT_KEYS, StoreWrites, item_params, refresh_params, upsert_row
+from memory_tiers.store.writes import StoreWrites
 from memory_tiers.translate import translate_errors
 
 if TYPE_CHECKING:
@@ -355,22 +355,9 @@ class SqlStore(BaseStore):
                 )
 
     async def _write(self, conn: AsyncConnection, user_id: str, now: datetime, plan: _Batch) -> None:
-        if plan.refresh:
-            await conn.execute(
-                self._writes.refresh,
-                [refresh_params(user_id, ns, key, ttl, now) for (ns, key), ttl in plan.refresh.items()],
-            )
-        deletes = [item_params(user_id, ns, key) for (ns, key), write in plan.writes.items() if write is None]
-        if deletes:
-            await conn.execute(self._writes.delete, deletes)
-        upserts = [
-            upsert_row(user_id, ns, key, value, ttl, now)
-            for (ns, key), write in plan.writes.items()
-            if write is not None
-            for value, ttl in (write,)
-        ]
-        if upserts:
-            await conn.execute(self._writes.upsert, upserts)
+        """A batch's writes in its transaction, each statement sent once for all its rows."""
+        for write in self._writes.statements(user_id, now, plan.refresh, plan.writes):
+            await conn.execute(write.statement, write.rows)
 
     async def _write_alone(
         self, driver: AsyncpgDirect | SqliteDirect, user_id: str, now: datetime, plan: _Batch
@@ -379,14 +366,8 @@ class SqlStore(BaseStore):
         driver. On asyncpg it is sent outside a transaction, so PostgreSQL commits it by itself
         (one round trip, not three); on aiosqlite it is one hop, the commit another and the
         pool's check-in rollback a third, against SQLAlchemy's six or seven."""
-        for (ns, key), ttl in plan.refresh.items():
-            await driver.execute(self._writes.refresh, refresh_params(user_id, ns, key, ttl, now))
-        for (ns, key), write in plan.writes.items():
-            if write is None:
-                await driver.execute(self._writes.delete, item_params(user_id, ns, key))
-            else:
-                row = upsert_row(user_id, ns, key, *write, now)
-                await driver.execute(self._writes.upsert, row, UPSERT_KEYS)
+        ((statement, (row,), column_keys),) = self._writes.statements(user_id, now, plan.refresh, plan.writes)
+        await driver.execute(statement, row, column_keys)
 
 
 # LangGraph's public methods check namespaces before calling abatch and raise its own error;

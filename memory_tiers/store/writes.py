@@ -8,8 +8,9 @@ and every statement is scoped by the user it writes for (``:b_user``; the upsert
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,6 +30,7 @@ UPSERT_KEYS = (
     "ttl_minutes",
 )
 """The upsert's bound columns: the keys of every `upsert_row`."""
+Pair = tuple[str, str]  # (namespace text, key)
 
 
 class StoreWrites:
@@ -59,6 +61,40 @@ class StoreWrites:
                 "ttl_minutes": insert.excluded.ttl_minutes,
             },
         )
+
+    def statements(
+        self,
+        user_id: str,
+        now: datetime,
+        refresh: Mapping[Pair, float],
+        writes: Mapping[Pair, tuple[Any, float | None] | None],
+    ) -> list[Write]:
+        """What a batch writes for ``user_id`` at ``now``, in order: the TTL refreshes of its
+        reads, its deletes (a None write), its upserts (a ``(value, ttl)`` write); each statement
+        with its rows, only those with rows."""
+        deletes = [item_params(user_id, ns, key) for (ns, key), write in writes.items() if write is None]
+        upserts = [
+            upsert_row(user_id, ns, key, *write, now)
+            for (ns, key), write in writes.items()
+            if write is not None
+        ]
+        found = [
+            Write(
+                self.refresh,
+                [refresh_params(user_id, ns, key, ttl, now) for (ns, key), ttl in refresh.items()],
+            ),
+            Write(self.delete, deletes),
+            Write(self.upsert, upserts, UPSERT_KEYS),
+        ]
+        return [write for write in found if write.rows]
+
+
+class Write(NamedTuple):
+    """One write statement of a batch, its rows, and the columns an INSERT binds."""
+
+    statement: Any
+    rows: list[dict[str, Any]]
+    column_keys: tuple[str, ...] | None = None
 
 
 def item_params(user_id: str, namespace: str, key: str) -> dict[str, Any]:

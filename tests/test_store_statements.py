@@ -10,6 +10,7 @@ errors on the direct path are translated (a broken connection is not reused).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import asyncpg
 import pytest
 from helpers import unique
 from langgraph.store.base import GetOp, PutOp, SearchOp
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
@@ -269,3 +270,36 @@ async def test_a_direct_write_whose_commit_fails_writes_nothing(migrated_sqlite_
         assert (await alice.aget(("n",), "k")).value == {"v": 2}
     finally:
         await engine.dispose()
+
+
+async def test_a_cancelled_lone_read_gives_its_connection_up(store, engine, monkeypatch):
+    """A get cancelled while its statement runs (on the one greenlet that checks the connection
+    out, runs and checks it in) leaves nothing checked out, and its connection, whose state is
+    unknown, is never handed out again: the next get opens a new one."""
+    alice = store.for_user(unique("alice"))
+    await alice.aput(("n",), "k", {"v": 1})
+    opened: list[object] = []
+    event.listen(engine.sync_engine, "connect", lambda conn, record: opened.append(conn))
+    driver_class, method = (
+        (asyncpg.Connection, "fetch")
+        if store.dialect == "postgresql"
+        else (aiosqlite.Connection, "execute_fetchall")
+    )
+    original = getattr(driver_class, method)
+    started = asyncio.Event()
+
+    async def hangs(self: Any, *args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(driver_class, method, original)
+        started.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(driver_class, method, hangs)
+    get = asyncio.ensure_future(alice.aget(("n",), "k"))
+    await asyncio.wait_for(started.wait(), 5)
+    get.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await get
+    assert engine.sync_engine.pool.checkedout() == 0
+    assert (await alice.aget(("n",), "k")).value == {"v": 1}
+    assert len(opened) == 1  # the cancelled one was dropped
+    assert engine.sync_engine.pool.checkedout() == 0

@@ -13,9 +13,8 @@ It is the SQLite counterpart of `memory_tiers.direct_sql.on_asyncpg`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from memory_tiers.direct_sql.compiled import Compiled, DirectSQL, compile_statement
 
@@ -24,6 +23,7 @@ from memory_tiers.direct_sql.compiled import Compiled, DirectSQL, compile_statem
 _CLOSED = ("no active connection", "connection closed")
 
 Row = dict[str, Any]
+_T = TypeVar("_T")
 
 
 class SqliteDirect(DirectSQL):
@@ -59,8 +59,7 @@ class SqliteDirect(DirectSQL):
             sqlalchemy.exc.DBAPIError: the statement failed (the connection is invalidated when
                 it is gone).
         """
-        async with self.connection() as driver:
-            return await fetch(self, driver, statement, params)
+        return await self.call(lambda driver: fetch(self, driver, statement, params))
 
     async def execute(
         self, statement: Any, params: Mapping[str, Any], column_keys: tuple[str, ...] | None = None
@@ -68,18 +67,24 @@ class SqliteDirect(DirectSQL):
         """Run one write ``statement`` for ``params`` and commit it (SQLite's driver begins the
         transaction at the write); an INSERT without ``VALUES`` binds ``column_keys``. Errors
         are raised as by `rows`."""
-        async with self.connection() as driver:
+
+        async def write(driver: Any) -> None:
             await fetch(self, driver, statement, params, column_keys)
             await driver.commit()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SqliteStatements]:
-        """One transaction on a pooled connection (begun by SQLite's driver at the first write, as
-        on SQLAlchemy's path): committed when the block ends; if it raises, the check-in rolls
-        it back. Errors are raised as by `rows`."""
-        async with self.connection() as driver:
-            yield SqliteStatements(self, driver)
+        await self.call(write)
+
+    async def in_transaction(self, work: Callable[[SqliteStatements], Awaitable[_T]]) -> _T:
+        """``work`` in one transaction on a pooled connection (begun by SQLite's driver at the
+        first write, as on SQLAlchemy's path): committed when it returns; if it raises, the
+        check-in rolls it back. Errors are raised as by `rows`."""
+
+        async def transaction(driver: Any) -> _T:
+            result = await work(SqliteStatements(self, driver))
             await driver.commit()
+            return result
+
+        return await self.call(transaction)
 
 
 async def fetch(

@@ -9,9 +9,9 @@ Imported only for engines on the asyncpg driver (the ``postgres`` extra).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import ColumnElement, Select
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from memory_tiers.direct_sql.compiled import DirectSQL
 
 # Raised as SQLAlchemy's DBAPIError subclass of the same name (InterfaceError, DataError...).
+_T = TypeVar("_T")
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
@@ -41,6 +42,8 @@ class AsyncpgDirect(DirectSQL):
     ) -> None:
         super().__init__(engine, cache_size=cache_size)
         self.columns = None if columns is None else tuple(columns)
+        # Statements are built once by their owners: each is checked once.
+        self._checked = functools.lru_cache(maxsize=cache_size)(self._selecting)
 
     def _driver_error(self, exc: BaseException) -> BaseException | None:
         return exc if isinstance(exc, _DRIVER_ERRORS) else None
@@ -73,9 +76,8 @@ class AsyncpgDirect(DirectSQL):
             sqlalchemy.exc.DBAPIError: the server refused the statement.
             sqlalchemy.exc.InterfaceError: the connection failed (it is invalidated).
         """
-        sql, args = self.bound(self._selecting(statement), params)
-        async with self.connection() as driver:
-            records: list[asyncpg.Record] = await driver.fetch(sql, *args)
+        sql, args = self.bound(self._checked(statement), params)
+        records: list[asyncpg.Record] = await self.call(lambda driver: driver.fetch(sql, *args))
         return records
 
     async def execute(
@@ -85,15 +87,17 @@ class AsyncpgDirect(DirectSQL):
         commits it by itself; an INSERT without ``VALUES`` binds ``column_keys``. Errors are
         raised as by `rows`."""
         sql, args = self.bound(statement, params, column_keys)
-        async with self.connection() as driver:
-            await driver.execute(sql, *args)
+        await self.call(lambda driver: driver.execute(sql, *args))
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncpgStatements]:
-        """One transaction on a pooled connection: committed when the block ends, rolled back if
-        it raises. Errors are raised as by `rows`."""
-        async with self.connection() as driver, driver.transaction():
-            yield AsyncpgStatements(self, driver)
+    async def in_transaction(self, work: Callable[[AsyncpgStatements], Awaitable[_T]]) -> _T:
+        """``work`` in one transaction on a pooled connection: committed when it returns, rolled
+        back if it raises. Errors are raised as by `rows`."""
+
+        async def transaction(driver: Any) -> _T:
+            async with driver.transaction():
+                return await work(AsyncpgStatements(self, driver))
+
+        return await self.call(transaction)
 
 
 class AsyncpgStatements:

@@ -333,8 +333,7 @@ class LongTermStore(FactAPI):
                     # (its first statement, the registry upsert, is a write: on SQLite that is
                     # what begins the transaction).
                     try:
-                        async with self._direct.transaction() as direct:
-                            return await write(direct, None)
+                        return await self._direct.in_transaction(lambda direct: write(direct, None))
                     except OldProfileShape:
                         pass  # rolled back; migrating the profile takes SQLAlchemy's path
                 async with self.engine.begin() as conn:

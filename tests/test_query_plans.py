@@ -9,12 +9,14 @@ what these tests read.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from helpers import unique
 
-from memory_tiers import MemoryManager
+from memory_tiers import FactCandidate, MemoryManager
+from memory_tiers.long_term.consolidate import _replay_check
 
 pytestmark = pytest.mark.postgres
 
@@ -72,3 +74,36 @@ async def test_the_setting_outlives_the_pools_rollback_on_check_in(postgres_url,
             async with engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 assert await driver.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(fresh_postgres_url, tmp_path, mode):
+    """The replay check finds a turn's observation keys by the (user_id, observation_key) index,
+    even where PostgreSQL has no statistics yet (a new database's first minutes, before
+    autovacuum's first ANALYZE): there `observation_key = ANY(:keys)` was a filter on all of the
+    user's observations, a cost that grew with the user's history."""
+    async with MemoryManager(_config(fresh_postgres_url, tmp_path)) as manager:
+        store = manager.long_term_store
+        users = [unique("user") for _ in range(20)]
+        for user in users:
+            candidates = [
+                FactCandidate(attribute="likes", value=f"t{i}", message_id=f"m{i}") for i in range(100)
+            ]
+            await store.add_facts(user, candidates, idempotency_key="seeded")
+        user = users[0]
+        async with store.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            seen = await driver.fetchval(
+                "SELECT observation_key FROM mt_fact_observations WHERE user_id = $1 AND message_id = 'm7'",
+                user,
+            )
+            sql, args = store._direct.bound(
+                _replay_check("postgresql"),
+                {"lock_user": user, "seen_user": user, "seen_keys": [seen, "turn:never-seen"]},
+            )
+            async with driver.transaction():
+                await driver.execute(f"SET LOCAL plan_cache_mode = {mode}")
+                assert [r["value_norm"] for r in await driver.fetch(sql, *args)] == ["t7"]
+                plan = "\n".join(r[0] for r in await driver.fetch(f"EXPLAIN (ANALYZE) {sql}", *args))
+    assert re.search(r"Index Cond: .*user_id.* AND .*observation_key", plan), plan
+    assert "Rows Removed by Filter" not in plan, plan

@@ -19,7 +19,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, String, any_, bindparam, func, select, true, update
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from memory_tiers.extractors.base import FactCandidate
@@ -199,24 +211,43 @@ def _lock_alone() -> Any:
 
 @functools.cache
 def _replay_check(dialect: str) -> Any:
-    """The replay check of `_lock_and_find_replayed`, with the user's lock on PostgreSQL (where
-    the keys are one array parameter, so the statement's text never changes with their number
-    and it can be sent straight to the driver)."""
-    key = fact_observations.c.observation_key
-    seen_keys: Any
-    if dialect == "postgresql":
-        seen_keys = key == any_(bindparam("seen_keys", type_=postgresql.ARRAY(String)))
-    else:  # a JSON array, for the same reason
-        listed = func.json_each(bindparam("seen_keys", type_=JSON)).table_valued("value")
-        seen_keys = key.in_(select(listed.c.value))
-    seen: Any = (
-        select(key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
-        .join(facts, facts.c.id == fact_observations.c.fact_id)
-        .where(fact_observations.c.user_id == bindparam("seen_user", type_=String), seen_keys)
-    )
+    """The replay check of `_lock_and_find_replayed`, with the user's lock on PostgreSQL. The
+    keys are one array parameter (a JSON array on SQLite), so the statement's text never
+    changes with their number and it can be sent straight to the driver."""
+    observed = fact_observations
     if dialect != "postgresql":
-        return seen
-    seen = seen.subquery("seen")
+        listed = func.json_each(bindparam("seen_keys", type_=JSON)).table_valued("value")
+        return (
+            select(observed.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
+            .join(facts, facts.c.id == observed.c.fact_id)
+            .where(
+                observed.c.user_id == bindparam("seen_user", type_=String),
+                observed.c.observation_key.in_(select(listed.c.value)),
+            )
+        )
+    # One probe of the (user_id, observation_key) index per key, whatever the statistics: as
+    # `observation_key = ANY(:keys)` beside the user, the planner of a table it has no
+    # statistics for yet read all of the user's observations and filtered them (a cost that
+    # grew with the user's history). OFFSET 0 keeps the lateral subquery from being flattened
+    # into a join that could be planned the same way.
+    keys = func.unnest(bindparam("seen_keys", type_=postgresql.ARRAY(String))).table_valued("key")
+    listed = keys.render_derived(name="listed")
+    probe = (
+        select(observed.c.fact_id, observed.c.observation_key)
+        .where(
+            observed.c.user_id == bindparam("seen_user", type_=String),
+            observed.c.observation_key == listed.c.key,
+        )
+        .offset(literal_column("0", Integer))
+        .lateral("observed")
+    )
+    seen = (
+        select(probe.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
+        .select_from(listed)
+        .join(probe, true())
+        .join(facts, facts.c.id == probe.c.fact_id)
+        .subquery("seen")
+    )
     return select(*seen.c).select_from(_user_lock().outerjoin(seen, true()))
 
 

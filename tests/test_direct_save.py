@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from helpers import unique
+from sqlalchemy import event
 
 from memory_tiers import BackendError, FactCandidate, MemoryManager
 from memory_tiers.long_term import store as store_module
@@ -119,6 +120,9 @@ async def test_a_direct_save_interrupted_after_its_writes_leaves_nothing(
 
     async with MemoryManager(memory_config) as manager:
         store = manager.long_term_store
+        await store.thread_owner(unique("warm"))  # a pooled connection, now idle
+        opened: list[object] = []
+        event.listen(store.engine.sync_engine, "connect", lambda conn, record: opened.append(conn))
         monkeypatch.setattr(store_module, "consolidate", interrupted)
         candidates = [FactCandidate(attribute="likes", value="tea", message_id="m1")]
         save = asyncio.create_task(
@@ -134,6 +138,9 @@ async def test_a_direct_save_interrupted_after_its_writes_leaves_nothing(
         assert await store.list_facts(user, include_history=True) == []
         assert await store.thread_owner(thread) is None
         assert store.engine.sync_engine.pool.checkedout() == 0
+        # A failed save gives its connection back; a cancelled one's state is unknown, so it is
+        # dropped and the next call opens a new one.
+        assert len(opened) == (1 if interruption == "cancel" else 0)
         # The connection it ran on is fine (or was replaced): the same save now succeeds.
         outcome = await store.save_turn(user, Provenance(thread_id=thread, checkpoint_id="c1"), candidates)
         assert len(outcome.fact_ids) == 1

@@ -107,7 +107,7 @@ async def fetch(
 
 class SqliteStatements:
     """`memory_tiers.long_term.statements.Statements` on an aiosqlite connection in a
-    transaction (`SqliteDirect.transaction`): one hop per statement execution."""
+    transaction (`SqliteDirect.in_transaction`): one hop per statement execution."""
 
     pipelined = False  # every execution is a hop of its own
 

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_tiers.direct_sql.compiled import DirectSQL
 
-# Raised as SQLAlchemy's DBAPIError subclass of the same name (InterfaceError, DataError...).
 _T = TypeVar("_T")
+# Raised as SQLAlchemy's DBAPIError subclass of the same name (InterfaceError, DataError...).
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
@@ -102,7 +102,7 @@ class AsyncpgDirect(DirectSQL):
 
 class AsyncpgStatements:
     """`memory_tiers.long_term.statements.Statements` on an asyncpg connection in a transaction
-    (`AsyncpgDirect.transaction`): each statement compiled once, rows as asyncpg records."""
+    (`AsyncpgDirect.in_transaction`): each statement compiled once, rows as asyncpg records."""
 
     pipelined = True  # asyncpg's fetchmany sends every execution before reading the results
 

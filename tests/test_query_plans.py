@@ -16,7 +16,7 @@ import pytest
 from helpers import unique
 
 from memory_tiers import FactCandidate, MemoryManager
-from memory_tiers.long_term.consolidate import _replay_check
+from memory_tiers.long_term.consolidate import _replay_check, _seen_keys
 
 pytestmark = pytest.mark.postgres
 
@@ -76,34 +76,59 @@ async def test_the_setting_outlives_the_pools_rollback_on_check_in(postgres_url,
                 assert await driver.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
 
 
-@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
-async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(fresh_postgres_url, tmp_path, mode):
+def _literal(value: Any) -> str:
+    """``value`` as SQL text, for EXECUTE's arguments (test data only)."""
+    if value is None:
+        return "NULL"
+    return str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+
+
+@pytest.mark.parametrize(("users", "observations"), [(1, 210), (20, 100)])
+async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(
+    fresh_postgres_url, tmp_path, users, observations
+):
     """The replay check finds a turn's observation keys by the (user_id, observation_key) index,
-    even where PostgreSQL has no statistics yet (a new database's first minutes, before
-    autovacuum's first ANALYZE): there `observation_key = ANY(:keys)` was a filter on all of the
-    user's observations, a cost that grew with the user's history."""
+    custom plan or generic, even where PostgreSQL has no statistics yet (a new database's first
+    minutes, before autovacuum's first ANALYZE): there `observation_key = ANY(:keys)` was a
+    filter on all of the user's observations, a cost that grew with the user's history. And its
+    generic plan costs what a custom one does, so PostgreSQL keeps one instead of planning every
+    save anew."""
     async with MemoryManager(_config(fresh_postgres_url, tmp_path)) as manager:
         store = manager.long_term_store
-        users = [unique("user") for _ in range(20)]
-        for user in users:
-            candidates = [
-                FactCandidate(attribute="likes", value=f"t{i}", message_id=f"m{i}") for i in range(100)
-            ]
-            await store.add_facts(user, candidates, idempotency_key="seeded")
-        user = users[0]
+        ids = [unique("user") for _ in range(users)]
+        for user in ids:
+            for start in range(0, observations, 100):
+                candidates = [
+                    FactCandidate(attribute="likes", value=f"t{i}", message_id=f"m{i}")
+                    for i in range(start, min(start + 100, observations))
+                ]
+                await store.add_facts(user, candidates, idempotency_key=f"seeded{start}")
+        user = ids[0]
         async with store.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             seen = await driver.fetchval(
                 "SELECT observation_key FROM mt_fact_observations WHERE user_id = $1 AND message_id = 'm7'",
                 user,
             )
-            sql, args = store._direct.bound(
-                _replay_check("postgresql"),
-                {"lock_user": user, "seen_user": user, "seen_keys": [seen, "turn:never-seen"]},
+            slots, keys = _seen_keys("postgresql", [seen, "turn:never-seen"])
+            statement = _replay_check("postgresql", slots)
+            sql, args = store._direct.bound(statement, {"lock_user": user, "seen_user": user, **keys})
+            assert [r["value_norm"] for r in await driver.fetch(sql, *args)] == ["t7"]
+            await driver.execute(f"PREPARE replay_check AS {sql}")
+            plans = {}
+            for mode in ("force_custom_plan", "force_generic_plan"):
+                await driver.execute(f"SET plan_cache_mode = {mode}")
+                explain = f"EXPLAIN (ANALYZE) EXECUTE replay_check({', '.join(map(_literal, args))})"
+                plans[mode] = "\n".join(r[0] for r in await driver.fetch(explain))
+            await driver.execute("RESET plan_cache_mode")
+            await driver.execute("DEALLOCATE replay_check")
+            for _ in range(LOADS):
+                await driver.fetch(sql, *args)
+            [generic] = await driver.fetch(
+                "SELECT generic_plans FROM pg_prepared_statements WHERE statement = $1", sql
             )
-            async with driver.transaction():
-                await driver.execute(f"SET LOCAL plan_cache_mode = {mode}")
-                assert [r["value_norm"] for r in await driver.fetch(sql, *args)] == ["t7"]
-                plan = "\n".join(r[0] for r in await driver.fetch(f"EXPLAIN (ANALYZE) {sql}", *args))
-    assert re.search(r"Index Cond: .*user_id.* AND .*observation_key", plan), plan
-    assert "Rows Removed by Filter" not in plan, plan
+    assert "$5" in plans["force_generic_plan"] and "$5" not in plans["force_custom_plan"]  # as planned
+    for plan in plans.values():
+        assert re.search(r"Index Cond: .*user_id.* AND .*observation_key", plan), plan
+        assert "Rows Removed by Filter" not in plan, plan
+    assert generic["generic_plans"] > 0

@@ -120,6 +120,7 @@ SEEDS = {
     "0004": seed_0004,
     "0005": seed_0005,
     "0006": seed_0005,  # 0006 only rewrote search texts and added an index: the same rows
+    "0007": seed_0005,  # 0007 only dropped the full-text indexes
 }
 
 

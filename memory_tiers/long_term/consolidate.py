@@ -26,11 +26,13 @@ from sqlalchemy import (
     Integer,
     String,
     bindparam,
+    column,
     func,
     literal_column,
     select,
     true,
     update,
+    values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -162,22 +164,24 @@ async def _lock_and_find_replayed(
     concurrent run of this very turn, whose rows the upserts below then merge into.
     """
     params: dict[str, Any] = {"lock_user": user_id}
+    slots = 0
     if provenance.replayable:
-        keys = [provenance.observation_key(item.candidate.message_id) for item in items]
-        params |= {"seen_user": user_id, "seen_keys": sorted(set(keys))}
+        keys = sorted({provenance.observation_key(item.candidate.message_id) for item in items})
+        slots, seen = _seen_keys(dialect, keys)
+        params |= {"seen_user": user_id, **seen}
     elif dialect != "postgresql":
         await touch_once(statements, touch)
         return set()  # no lock to take, nothing to check
     if dialect == "postgresql" and touch is not None:
         rows = await statements.rows(
-            _touching(provenance.replayable, touch.statement), {**params, **touch.params}
+            _touching(provenance.replayable, touch.statement, slots), {**params, **touch.params}
         )
         if not rows[0]["touched"]:
             raise touch.refusal
     else:
         await touch_once(statements, touch)
         rows = await statements.rows(
-            _replay_check(dialect) if provenance.replayable else _lock_alone(), params
+            _replay_check(dialect, slots) if provenance.replayable else _lock_alone(), params
         )
     return {
         (row["observation_key"], row["subject"], row["attribute"], row["value_norm"])
@@ -186,12 +190,24 @@ async def _lock_and_find_replayed(
     }
 
 
+def _seen_keys(dialect: str, keys: list[str]) -> tuple[int, dict[str, Any]]:
+    """The replay check's shape (`_replay_check`'s ``slots``) and parameters for ``keys``: on
+    SQLite one JSON array; on PostgreSQL one parameter a key, in the statement for the next
+    power of two of them, the others NULL (which matches nothing), so that a few statements
+    serve every turn."""
+    if dialect != "postgresql":
+        return 0, {"seen_keys": keys}
+    slots = 1 << (len(keys) - 1).bit_length()
+    padded = [*keys, *[None] * (slots - len(keys))]
+    return slots, {f"seen_key_{i}": key for i, key in enumerate(padded)}
+
+
 @functools.cache
-def _touching(replayable: bool, touch: Any) -> Any:
+def _touching(replayable: bool, touch: Any, slots: int) -> Any:
     """PostgreSQL: the lock (and replay check) with ``touch`` as a CTE; ``touched`` counts the
     rows it returned (a data-modifying CTE runs exactly once, whatever refers to it)."""
     touched = touch.cte("touched")
-    first = (_replay_check("postgresql") if replayable else _lock_alone()).subquery("first")
+    first = (_replay_check("postgresql", slots) if replayable else _lock_alone()).subquery("first")
     count = select(func.count()).select_from(touched).scalar_subquery()
     return select(count.label("touched"), *first.c).select_from(first)
 
@@ -210,36 +226,38 @@ def _lock_alone() -> Any:
 
 
 @functools.cache
-def _replay_check(dialect: str) -> Any:
-    """The replay check of `_lock_and_find_replayed`, with the user's lock on PostgreSQL. The
-    keys are one array parameter (a JSON array on SQLite), so the statement's text never
-    changes with their number and it can be sent straight to the driver."""
-    observed = fact_observations
-    if dialect != "postgresql":
+def _replay_check(dialect: str, slots: int) -> Any:
+    """The replay check of `_lock_and_find_replayed`, with the user's lock on PostgreSQL, for
+    the parameters `_seen_keys` gives. Its text depends only on ``slots``, so it is prepared
+    once a shape and can be sent straight to the driver."""
+    observations = fact_observations
+    if dialect != "postgresql":  # the keys as one JSON array
         listed = func.json_each(bindparam("seen_keys", type_=JSON)).table_valued("value")
         return (
-            select(observed.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
-            .join(facts, facts.c.id == observed.c.fact_id)
+            select(observations.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
+            .join(facts, facts.c.id == observations.c.fact_id)
             .where(
-                observed.c.user_id == bindparam("seen_user", type_=String),
-                observed.c.observation_key.in_(select(listed.c.value)),
+                observations.c.user_id == bindparam("seen_user", type_=String),
+                observations.c.observation_key.in_(select(listed.c.value)),
             )
         )
-    # One probe of the (user_id, observation_key) index per key, whatever the statistics: as
-    # `observation_key = ANY(:keys)` beside the user, the planner of a table it has no
-    # statistics for yet read all of the user's observations and filtered them (a cost that
-    # grew with the user's history). OFFSET 0 keeps the lateral subquery from being flattened
-    # into a join that could be planned the same way.
-    keys = func.unnest(bindparam("seen_keys", type_=postgresql.ARRAY(String))).table_valued("key")
-    listed = keys.render_derived(name="listed")
+    # One probe of the (user_id, observation_key) index a key. As `observation_key = ANY(:keys)`
+    # beside the user, the planner of a table it had no statistics for yet read all of the
+    # user's observations and filtered them, a cost that grew with the user's history. The keys
+    # are a VALUES list (the planner knows how many rows it has, so a generic plan costs what a
+    # custom one does and is kept); OFFSET 0 keeps the lateral subquery from being flattened
+    # into a join that could be planned as that filter again.
+    listed = values(column("key", String), name="listed").data(
+        [(bindparam(f"seen_key_{i}", type_=String),) for i in range(slots)]
+    )
     probe = (
-        select(observed.c.fact_id, observed.c.observation_key)
+        select(observations.c.fact_id, observations.c.observation_key)
         .where(
-            observed.c.user_id == bindparam("seen_user", type_=String),
-            observed.c.observation_key == listed.c.key,
+            observations.c.user_id == bindparam("seen_user", type_=String),
+            observations.c.observation_key == listed.c.key,
         )
         .offset(literal_column("0", Integer))
-        .lateral("observed")
+        .lateral("probe")
     )
     seen = (
         select(probe.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)

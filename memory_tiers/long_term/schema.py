@@ -102,14 +102,15 @@ fact_observations = Table(
     metadata,
     Column("fact_id", String(UUID_LEN), primary_key=True),
     Column("observation_key", String(400), primary_key=True),
-    Column("user_id", String(ID), nullable=False, index=True),
+    Column("user_id", String(ID), nullable=False),
     Column("thread_id", String(ID)),
     Column("checkpoint_id", String(ID)),
     Column("message_id", String(ID)),
     Column("confidence", Float, nullable=False),
     Column("observed_at", DateTime(timezone=True), nullable=False),
 )
-# A replayed turn is recognised by its observation keys (consolidate._already_observed).
+# A replayed turn is recognised by its observation keys (consolidate._replay_check); lookups by
+# user alone use it too (migration 0008 dropped the index on user_id by itself).
 Index("ix_mt_fact_observations_user_key", fact_observations.c.user_id, fact_observations.c.observation_key)
 
 threads = Table(

@@ -92,7 +92,8 @@ async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(
     minutes, before autovacuum's first ANALYZE): there `observation_key = ANY(:keys)` was a
     filter on all of the user's observations, a cost that grew with the user's history. And its
     generic plan costs what a custom one does, so PostgreSQL keeps one instead of planning every
-    save anew."""
+    save anew. (How the matches are joined to their facts is the planner's: on a table of a few
+    hundred facts, a hash of all of them; from several hundred on, a primary-key probe each.)"""
     async with MemoryManager(_config(fresh_postgres_url, tmp_path)) as manager:
         store = manager.long_term_store
         ids = [unique("user") for _ in range(users)]
@@ -106,6 +107,8 @@ async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(
         user = ids[0]
         async with store.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
+            if driver.get_server_version() < (14,):
+                pytest.skip("pg_prepared_statements counts plans from PostgreSQL 14 on")
             seen = await driver.fetchval(
                 "SELECT observation_key FROM mt_fact_observations WHERE user_id = $1 AND message_id = 'm7'",
                 user,
@@ -127,7 +130,10 @@ async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(
             [generic] = await driver.fetch(
                 "SELECT generic_plans FROM pg_prepared_statements WHERE statement = $1", sql
             )
-    assert "$5" in plans["force_generic_plan"] and "$5" not in plans["force_custom_plan"]  # as planned
+    # As asked: the generic plan compares the user with a parameter, the custom one with its value.
+    user_condition = r"\(user_id\)::text = \(\$\d+\)::text"
+    assert re.search(user_condition, plans["force_generic_plan"])
+    assert not re.search(user_condition, plans["force_custom_plan"])
     for plan in plans.values():
         assert re.search(r"Index Cond: .*user_id.* AND .*observation_key", plan), plan
         assert "Rows Removed by Filter" not in plan, plan

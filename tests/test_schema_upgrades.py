@@ -9,7 +9,7 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from helpers import unique
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_tiers import FactCandidate
@@ -219,3 +219,33 @@ async def test_0007_drops_the_unused_full_text_index_and_a_downgrade_rebuilds_it
         async with empty_engine.connect() as conn:
             hits = await conn.execute(text("SELECT rowid FROM mt_facts_fts WHERE mt_facts_fts MATCH 'jazz'"))
             assert len(hits.all()) == 1
+
+
+async def observation_indexes(engine: AsyncEngine) -> set[str]:
+    """The names of mt_fact_observations' indexes (SQLAlchemy's inspector, either database)."""
+    async with engine.connect() as conn:
+        indexes = await conn.run_sync(lambda sync: inspect(sync).get_indexes("mt_fact_observations"))
+    return {index["name"] for index in indexes}
+
+
+async def test_0008_drops_the_user_index_the_composite_one_covers_and_a_downgrade_restores_it(
+    empty_engine,
+):
+    user = unique("alice")
+    await migrate.upgrade(empty_engine, "0007")
+    await seed_0005(empty_engine, user)
+    assert await observation_indexes(empty_engine) == {
+        "ix_mt_fact_observations_user_id",
+        "ix_mt_fact_observations_user_key",
+    }
+
+    await migrate.upgrade(empty_engine)
+    assert await observation_indexes(empty_engine) == {"ix_mt_fact_observations_user_key"}
+    store = LongTermStore(empty_engine)
+    [fact] = await store.list_facts(user)
+    [observation] = await store.fact_observations(user, fact.id)  # read by user, as before
+    assert observation.message_id == "m1"
+
+    async with empty_engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.downgrade(migrate._alembic_config(sync), "0007"))
+    assert "ix_mt_fact_observations_user_id" in await observation_indexes(empty_engine)

@@ -76,21 +76,22 @@ def test_the_wrapped_agent_serves_sync_graphs(memory_config):
     assert result["session"] == {"turns": 2}
 
 
-async def test_a_state_holding_a_non_message_fails_before_the_agent_runs(tmp_path):
+async def test_a_state_holding_a_non_message_fails_before_the_agent_runs(memory_config):
     calls = []
+    alice = unique("alice")
 
     def agent(state: MemoryState) -> dict[str, Any]:
         calls.append(state)
         return {"messages": [AIMessage("hi")]}
 
-    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
+    async with MemoryManager(memory_config) as manager:
         node = manager.nodes.wrap(agent)
         state = {"messages": [42, HumanMessage("I like tea.")]}  # the wrong one is not the newest
         with pytest.raises(StateSchemaError, match="not a message"):
-            await node.ainvoke(state, turn_config("alice", "t1", "s1"))
+            await node.ainvoke(state, turn_config(alice, unique("t"), unique("s")))
         graph = wrapped_graph(manager, lambda state: {"messages": [42]})
         with pytest.raises(StateSchemaError, match="the agent's messages are not messages"):
-            await graph.ainvoke({"messages": [("user", "hi")]}, turn_config("alice", "t2", "s1"))
+            await graph.ainvoke({"messages": [("user", "hi")]}, turn_config(alice, unique("t"), unique("s")))
     assert calls == []
 
 

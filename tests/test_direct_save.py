@@ -124,7 +124,12 @@ async def test_a_direct_save_interrupted_after_its_writes_leaves_nothing(
         opened: list[object] = []
         event.listen(store.engine.sync_engine, "connect", lambda conn, record: opened.append(conn))
         monkeypatch.setattr(store_module, "consolidate", interrupted)
-        candidates = [FactCandidate(attribute="likes", value="tea", message_id="m1")]
+        # The city patches the profile, so the save is a transaction on both databases (on
+        # PostgreSQL a turn without a profile change is one statement: see the test below).
+        candidates = [
+            FactCandidate(attribute="likes", value="tea", message_id="m1"),
+            FactCandidate(attribute="lives_in", value="Rome", cardinality="one", message_id="m1"),
+        ]
         save = asyncio.create_task(
             store.save_turn(user, Provenance(thread_id=thread, checkpoint_id="c1"), candidates)
         )
@@ -143,31 +148,86 @@ async def test_a_direct_save_interrupted_after_its_writes_leaves_nothing(
         assert len(opened) == (1 if interruption == "cancel" else 0)
         # The connection it ran on is fine (or was replaced): the same save now succeeds.
         outcome = await store.save_turn(user, Provenance(thread_id=thread, checkpoint_id="c1"), candidates)
-        assert len(outcome.fact_ids) == 1
+        assert len(outcome.fact_ids) == 2
         assert await store.thread_owner(thread) == user
+        assert (await store.get_profile(user)).document == {"lives_in": "Rome"}
 
 
-async def test_a_save_after_a_schema_change_reruns_on_fresh_statements(
-    request: pytest.FixtureRequest, tmp_path: Any, fresh_postgres_url: str
+async def test_a_postgres_save_is_one_statement_a_cancellation_leaves_whole_or_undone(
+    request: pytest.FixtureRequest, tmp_path: Any, postgres_url: str
 ) -> None:
-    # A migration altering a table while workers run makes their prepared statements stale:
-    # inside a transaction asyncpg cannot re-prepare, so the save's transaction is run again.
+    # A turn without a profile change is one statement (the registry upsert, then
+    # mt_consolidate), so it commits by itself. Cancelled while it waits for the user's write
+    # lock (the registry row already written inside it), its connection is dropped; the server
+    # may still finish the statement, as it would a COMMIT whose reply was lost. Either way the
+    # turn is all there or not at all, and saving it again changes nothing.
+    from conftest import servers_config
+
+    user, thread = unique("alice"), unique("t")
+    candidates = [FactCandidate(attribute="likes", value="tea", message_id="m1")]
+    provenance = Provenance(thread_id=thread, checkpoint_id="c1")
+    async with MemoryManager(servers_config(request, tmp_path, postgres_url)) as manager:
+        store = manager.long_term_store
+        async with store.engine.connect() as blocker:
+            driver = (await blocker.get_raw_connection()).driver_connection
+            await driver.execute("BEGIN")
+            await driver.execute("SELECT pg_advisory_xact_lock(28020, hashtext($1))", user)
+            save = asyncio.create_task(store.save_turn(user, provenance, candidates))
+            waiting = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            while (pid := await driver.fetchval(waiting)) is None:
+                await asyncio.sleep(0.01)
+            opened: list[object] = []
+            event.listen(store.engine.sync_engine, "connect", lambda conn, record: opened.append(conn))
+            save.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await save
+            await driver.execute("ROLLBACK")
+            running = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'"
+            while await driver.fetchval(running, pid):  # the orphaned statement, finishing or not
+                await asyncio.sleep(0.01)
+
+        owner = await store.thread_owner(thread)
+        facts = await store.list_facts(user, include_history=True)
+        assert (owner, len(facts)) in {(None, 0), (user, 1)}
+        assert store.engine.sync_engine.pool.checkedout() == 0
+        assert len(opened) == 1  # the cancelled statement's connection was not given back
+        outcome = await store.save_turn(user, provenance, candidates)
+        again = await store.list_facts(user, include_history=True)
+        assert await store.thread_owner(thread) == user
+        if facts:  # it had landed: the same turn again is a replay, which stores nothing
+            assert (outcome.fact_ids, again) == ([], facts)
+        else:
+            assert [f.id for f in again] == outcome.fact_ids
+
+
+@pytest.mark.parametrize("profile_change", [True, False], ids=["transaction", "one statement"])
+async def test_a_save_after_a_schema_change_reruns_on_fresh_statements(
+    request: pytest.FixtureRequest, tmp_path: Any, fresh_postgres_url: str, profile_change: bool
+) -> None:
+    # A migration altering a table while workers run makes the prepared statements reading it
+    # stale: inside a transaction (a turn that changes the profile, whose upsert returns the
+    # altered column) asyncpg cannot prepare again, so the save's transaction is run again. A
+    # turn's lone statement returns what mt_consolidate returns, whatever the tables hold: the
+    # server plans it again by itself.
     from conftest import servers_config
 
     user = unique("alice")
     async with MemoryManager(servers_config(request, tmp_path, fresh_postgres_url)) as manager:
         store = manager.long_term_store
         candidates = [FactCandidate(attribute="likes", value="tea", message_id="m1")]
+        if profile_change:
+            candidates.append(FactCandidate(attribute="lives_in", value="Rome", cardinality="one"))
         await store.save_turn(user, Provenance(thread_id=unique("t"), checkpoint_id="c1"), candidates)
         async with store.engine.begin() as conn:  # what a migration might do: a column changes type
-            await conn.exec_driver_sql("ALTER TABLE mt_facts ALTER COLUMN cardinality TYPE text")
+            table = "mt_profiles" if profile_change else "mt_threads"
+            await conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN user_id TYPE text")
         retries = store.telemetry.metrics.snapshot().get("retries", 0)
         thread = unique("t")
         outcome = await store.save_turn(user, Provenance(thread_id=thread, checkpoint_id="c2"), candidates)
 
-        assert len(outcome.fact_ids) == 1
+        assert len(outcome.fact_ids) == len(candidates)
         assert await store.thread_owner(thread) == user
-        assert store.telemetry.metrics.snapshot()["retries"] == retries + 1
+        assert store.telemetry.metrics.snapshot().get("retries", 0) == retries + profile_change
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,15 @@ what these tests read.
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from typing import Any
 
 import pytest
 from helpers import unique
 
 from memory_tiers import FactCandidate, MemoryManager
-from memory_tiers.long_term.consolidate import _replay_check, _seen_keys
 
 pytestmark = pytest.mark.postgres
 
@@ -76,24 +77,18 @@ async def test_the_setting_outlives_the_pools_rollback_on_check_in(postgres_url,
                 assert await driver.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
 
 
-def _literal(value: Any) -> str:
-    """``value`` as SQL text, for EXECUTE's arguments (test data only)."""
-    if value is None:
-        return "NULL"
-    return str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
-
-
 @pytest.mark.parametrize(("users", "observations"), [(1, 210), (20, 100)])
 async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(
     fresh_postgres_url, tmp_path, users, observations
 ):
-    """The replay check finds a turn's observation keys by the (user_id, observation_key) index,
-    custom plan or generic, even where PostgreSQL has no statistics yet (a new database's first
-    minutes, before autovacuum's first ANALYZE): there `observation_key = ANY(:keys)` was a
-    filter on all of the user's observations, a cost that grew with the user's history. And its
-    generic plan costs what a custom one does, so PostgreSQL keeps one instead of planning every
-    save anew. (How the matches are joined to their facts is the planner's: on a table of a few
-    hundred facts, a hash of all of them; from several hundred on, a primary-key probe each.)"""
+    """In ``mt_consolidate`` the replay check finds a turn's observation keys by the
+    (user_id, observation_key) index, one probe a candidate, custom plan or generic, even where
+    PostgreSQL has no statistics yet (a new database's first minutes, before autovacuum's first
+    ANALYZE): there a check of the user's observations could read all of them and filter the
+    keys, a cost that grew with the user's history. (How a match is joined to its fact is the
+    planner's: on a table of a few hundred facts, a scan of its few pages; from several hundred
+    on, a primary-key probe.) The function's own plans are read with auto_explain (nested
+    statements), which a superuser may load into a session."""
     async with MemoryManager(_config(fresh_postgres_url, tmp_path)) as manager:
         store = manager.long_term_store
         ids = [unique("user") for _ in range(users)]
@@ -107,34 +102,62 @@ async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(
         user = ids[0]
         async with store.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
-            if driver.get_server_version() < (14,):
-                pytest.skip("pg_prepared_statements counts plans from PostgreSQL 14 on")
             seen = await driver.fetchval(
                 "SELECT observation_key FROM mt_fact_observations WHERE user_id = $1 AND message_id = 'm7'",
                 user,
             )
-            slots, keys = _seen_keys("postgresql", [seen, "turn:never-seen"])
-            statement = _replay_check("postgresql", slots)
-            sql, args = store._direct.bound(statement, {"lock_user": user, "seen_user": user, **keys})
-            assert [r["value_norm"] for r in await driver.fetch(sql, *args)] == ["t7"]
-            await driver.execute(f"PREPARE replay_check AS {sql}")
+            new_id = str(uuid.uuid4())
+            turn = json.dumps([_candidate(str(uuid.uuid4()), "t7", seen), _candidate(new_id, "new", "k:new")])
+            logged: list[str] = []
+            driver.add_log_listener(lambda _, message: logged.append(message.message))
+            await driver.execute(
+                "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+                "SET auto_explain.log_nested_statements = on; SET auto_explain.log_analyze = on; "
+                "SET client_min_messages = log"
+            )
             plans = {}
             for mode in ("force_custom_plan", "force_generic_plan"):
                 await driver.execute(f"SET plan_cache_mode = {mode}")
-                explain = f"EXPLAIN (ANALYZE) EXECUTE replay_check({', '.join(map(_literal, args))})"
-                plans[mode] = "\n".join(r[0] for r in await driver.fetch(explain))
-            await driver.execute("RESET plan_cache_mode")
-            await driver.execute("DEALLOCATE replay_check")
-            for _ in range(LOADS):
-                await driver.fetch(sql, *args)
-            [generic] = await driver.fetch(
-                "SELECT generic_plans FROM pg_prepared_statements WHERE statement = $1", sql
-            )
+                logged.clear()
+                transaction = driver.transaction()
+                await transaction.start()
+                landed = await driver.fetchval(
+                    "SELECT mt_consolidate($1, now(), true, $2::jsonb)", user, turn
+                )
+                await transaction.rollback()  # the same data for both plans
+                assert landed == [new_id]  # the replayed candidate is left out
+                [consolidation] = [message for message in logged if "WITH incoming" in message]
+                plans[mode] = consolidation.rpartition("FROM outcome")[2]
+            await driver.execute("RESET ALL")
     # As asked: the generic plan compares the user with a parameter, the custom one with its value.
-    user_condition = r"\(user_id\)::text = \(\$\d+\)::text"
+    user_condition = r"\(user_id\)::text = \$\d+"
     assert re.search(user_condition, plans["force_generic_plan"])
     assert not re.search(user_condition, plans["force_custom_plan"])
     for plan in plans.values():
-        assert re.search(r"Index Cond: .*user_id.* AND .*observation_key", plan), plan
-        assert "Rows Removed by Filter" not in plan, plan
-    assert generic["generic_plans"] > 0
+        # The observations' scan and the lines that describe it (up to its plan's next node).
+        scan = re.search(r"Index Scan using ix_mt_fact_observations_user_key.*\n((?: +(?! *->).*\n?)*)", plan)
+        assert scan, plan
+        assert re.search(
+            r"Index Cond: .*user_id.* AND .*observation_key\)::text = c\w*\.observation_key", scan[1]
+        )
+        assert "Rows Removed by Filter" not in scan[1], plan
+
+
+def _candidate(fact_id: str, value: str, observation_key: str) -> dict[str, Any]:
+    """A candidate row as `consolidate` sends it to mt_consolidate."""
+    return {
+        "id": fact_id,
+        "subject": "user",
+        "attribute": "likes",
+        "value": value,
+        "value_norm": value,
+        "cardinality": "many",
+        "confidence": 0.8,
+        "thread_id": "api",
+        "checkpoint_id": None,
+        "message_id": "m",
+        "flagged": False,
+        "embedding": None,
+        "search_text": f" user likes {value} ",
+        "observation_key": observation_key,
+    }

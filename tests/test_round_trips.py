@@ -66,11 +66,11 @@ async def test_load_and_save_cost_fixed_round_trips_whatever_the_history(memory_
         assert load.redis_round_trips == 1, turn
         assert load.sql_statements == ["SELECT"], turn
         assert save.redis_round_trips == 1, turn
-        # One transaction: thread registry upsert, the replay check (this turn's observation
-        # keys, by index), fact upsert, observation insert; the supersede step is skipped for
-        # "many" facts; no reads of history. On PostgreSQL the registry upsert is a CTE of the
-        # replay check, which also takes the user's write lock, and each fact's observation is
-        # inserted by its upsert's statement.
-        expected = ["WITH", "WITH"] if dialect == "postgresql" else ["INSERT", "SELECT", "INSERT", "INSERT"]
+        # SQLite, one transaction: thread registry upsert, the replay check (this turn's
+        # observation keys, by index), fact upsert, observation insert; the supersede step is
+        # skipped for "many" facts; no reads of history. PostgreSQL: one statement, committed by
+        # itself (no BEGIN or COMMIT), the registry upsert as a CTE and mt_consolidate doing the
+        # rest on the server.
+        expected = ["WITH"] if dialect == "postgresql" else ["INSERT", "SELECT", "INSERT", "INSERT"]
         assert save.sql_statements == expected, turn
     assert measured[1][1].sql_statements == measured[30][1].sql_statements

@@ -121,6 +121,7 @@ SEEDS = {
     "0005": seed_0005,
     "0006": seed_0005,  # 0006 only rewrote search texts and added an index: the same rows
     "0007": seed_0005,  # 0007 only dropped the full-text indexes
+    "0008": seed_0005,  # 0008 only dropped an index
 }
 
 
@@ -249,3 +250,34 @@ async def test_0008_drops_the_user_index_the_composite_one_covers_and_a_downgrad
     async with empty_engine.begin() as conn:
         await conn.run_sync(lambda sync: command.downgrade(migrate._alembic_config(sync), "0007"))
     assert "ix_mt_fact_observations_user_id" in await observation_indexes(empty_engine)
+
+
+async def consolidate_functions(engine: AsyncEngine) -> int:
+    """How many functions named mt_consolidate the database has (SQLite has no functions)."""
+    if engine.dialect.name != "postgresql":
+        return 0
+    async with engine.connect() as conn:
+        return (
+            await conn.execute(text("SELECT count(*) FROM pg_proc WHERE proname = 'mt_consolidate'"))
+        ).scalar()
+
+
+async def test_0009_adds_the_consolidation_function_to_postgres_and_a_downgrade_drops_it(empty_engine):
+    user = unique("alice")
+    postgres = empty_engine.dialect.name == "postgresql"
+    await migrate.upgrade(empty_engine, "0008")
+    await seed_0005(empty_engine, user)
+    assert await consolidate_functions(empty_engine) == 0
+
+    await migrate.upgrade(empty_engine)
+    assert await consolidate_functions(empty_engine) == (1 if postgres else 0)
+    store = LongTermStore(empty_engine)
+    await store.add_facts(user, [FactCandidate(attribute="likes", value="jazz music")])  # corroborates
+    [fact] = await store.list_facts(user)
+    assert fact.confidence == pytest.approx(1 - (1 - 0.7) * (1 - 0.8))
+
+    async with empty_engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.downgrade(migrate._alembic_config(sync), "0008"))
+    assert await consolidate_functions(empty_engine) == 0
+    await migrate.upgrade(empty_engine)  # and up again
+    assert await consolidate_functions(empty_engine) == (1 if postgres else 0)

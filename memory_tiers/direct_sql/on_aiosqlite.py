@@ -109,8 +109,6 @@ class SqliteStatements:
     """`memory_tiers.long_term.statements.Statements` on an aiosqlite connection in a
     transaction (`SqliteDirect.in_transaction`): one hop per statement execution."""
 
-    pipelined = False  # every execution is a hop of its own
-
     def __init__(self, direct: SqliteDirect, connection: Any) -> None:
         self.direct = direct
         self._connection = connection

@@ -102,9 +102,8 @@ class AsyncpgDirect(DirectSQL):
 
 class AsyncpgStatements:
     """`memory_tiers.long_term.statements.Statements` on an asyncpg connection in a transaction
-    (`AsyncpgDirect.in_transaction`): each statement compiled once, rows as asyncpg records."""
-
-    pipelined = True  # asyncpg's fetchmany sends every execution before reading the results
+    (`AsyncpgDirect.in_transaction`): each statement compiled once, rows as asyncpg records.
+    PostgreSQL's consolidation is one statement (`mt_consolidate`), so only `rows` is offered."""
 
     def __init__(self, direct: AsyncpgDirect, connection: Any) -> None:
         self.direct = direct
@@ -114,14 +113,4 @@ class AsyncpgStatements:
         """See `Statements.rows`."""
         sql, args = self.direct.bound(statement, params)
         records: list[asyncpg.Record] = await self._connection.fetch(sql, *args)
-        return records
-
-    async def many(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> list[asyncpg.Record]:
-        """See `Statements.many`: asyncpg sends the executions in one round trip."""
-        keys = tuple(rows[0])
-        bound = [self.direct.bound(statement, row, keys) for row in rows]
-        if len(bound) == 1:  # fetch's path is the shorter one
-            records: list[asyncpg.Record] = await self._connection.fetch(bound[0][0], *bound[0][1])
-        else:
-            records = await self._connection.fetchmany(bound[0][0], [args for _, args in bound])
         return records

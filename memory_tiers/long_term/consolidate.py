@@ -1,5 +1,8 @@
 """Fact consolidation: a turn's candidate facts merged into the user's facts, inside the caller's
-transaction (its `Statements`: a SQLAlchemy connection, or asyncpg's on the PostgreSQL save).
+transaction (its `Statements`: a SQLAlchemy connection, or the driver's own on the save's hot
+path). On PostgreSQL the steps run on the server, in the function ``mt_consolidate`` (migration
+0009): one statement, so one round trip, which commits by itself outside a transaction. SQLite
+runs them here, one statement each.
 
 - Exact duplicates merge through the partial unique index on current facts (INSERT ... ON
   CONFLICT), never check-then-insert, so concurrent saves of one fact leave one row.
@@ -21,18 +24,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
-    Integer,
     String,
     bindparam,
-    column,
+    case,
     func,
-    literal_column,
     select,
-    true,
     update,
-    values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -40,9 +40,6 @@ from memory_tiers.extractors.base import FactCandidate
 from memory_tiers.long_term.recall import search_text
 from memory_tiers.long_term.schema import fact_observations, facts
 from memory_tiers.long_term.statements import Statements
-
-# pg_advisory_xact_lock(class, key): the class keeps our locks apart from the application's.
-_LOCK_CLASS = 0x6D74  # "mt"
 
 
 @dataclass(frozen=True)
@@ -78,12 +75,12 @@ def insert_for(dialect: str, target: Any) -> Any:
     return (postgresql if dialect == "postgresql" else sqlite).insert(target)
 
 
-# The upserts are built once per dialect and run with a list of rows: SQLAlchemy sends them as
-# one multi-row statement ("insertmanyvalues") and caches its compiled form, which a
-# ``.values(rows)`` statement, different for every turn, would not be.
+# SQLite's upserts are built once and run with a list of rows: SQLAlchemy sends them as one
+# multi-row statement ("insertmanyvalues") and caches its compiled form, which a ``.values(rows)``
+# statement, different for every turn, would not be.
 @functools.cache
-def _fact_upsert(dialect: str) -> Any:
-    insert = insert_for(dialect, facts)
+def _fact_upsert() -> Any:
+    insert = sqlite.insert(facts)
     return insert.on_conflict_do_update(
         index_elements=[facts.c.user_id, facts.c.subject, facts.c.attribute, facts.c.value_norm],
         index_where=facts.c.superseded_by.is_(None),
@@ -103,9 +100,9 @@ def _fact_upsert(dialect: str) -> Any:
 
 
 @functools.cache
-def _observation_insert(dialect: str) -> Any:
+def _observation_insert() -> Any:
     return (
-        insert_for(dialect, fact_observations)
+        sqlite.insert(fact_observations)
         .on_conflict_do_nothing()
         .returning(fact_observations.c.fact_id, fact_observations.c.confidence)
     )
@@ -132,7 +129,7 @@ def _latest_per_key(accepted: Sequence[Accepted]) -> list[Accepted]:
 class Touch:
     """A write that goes with a consolidation (the thread registry's upsert of a turn's thread):
     an upsert with RETURNING, refused (``refusal`` raised, nothing written) when it returns no
-    row. On PostgreSQL it is a CTE of the consolidation's first statement, so it costs no round
+    row. On PostgreSQL it is a CTE of the consolidation's one statement, so it costs no round
     trip of its own; elsewhere it is a statement of its own, first."""
 
     statement: Any
@@ -144,129 +141,6 @@ async def touch_once(statements: Statements, touch: Touch | None) -> None:
     """Make ``touch`` by itself (raising its refusal if refused); nothing when None."""
     if touch is not None and not await statements.rows(touch.statement, touch.params):
         raise touch.refusal
-
-
-async def _lock_and_find_replayed(
-    statements: Statements,
-    dialect: str,
-    user_id: str,
-    provenance: Provenance,
-    items: Sequence[Accepted],
-    touch: Touch | None,
-) -> set[tuple[str, str, str, str]]:
-    """Make the ``touch``, take the user's write lock (PostgreSQL) and find the (key, subject,
-    attribute, value) observations of this turn that are stored already (the turn is being
-    replayed: a crash after the commit, then a resume), in one statement on PostgreSQL.
-
-    The lock is the left side of a LEFT JOIN, so it is taken even when nothing matches. The
-    observations are read in the statement's snapshot, which may predate a writer this lock
-    waited for; only that writer's own observations could be missed, and those are a
-    concurrent run of this very turn, whose rows the upserts below then merge into.
-    """
-    params: dict[str, Any] = {"lock_user": user_id}
-    slots = 0
-    if provenance.replayable:
-        keys = sorted({provenance.observation_key(item.candidate.message_id) for item in items})
-        slots, seen = _seen_keys(dialect, keys)
-        params |= {"seen_user": user_id, **seen}
-    elif dialect != "postgresql":
-        await touch_once(statements, touch)
-        return set()  # no lock to take, nothing to check
-    if dialect == "postgresql" and touch is not None:
-        rows = await statements.rows(
-            _touching(provenance.replayable, touch.statement, slots), {**params, **touch.params}
-        )
-        if not rows[0]["touched"]:
-            raise touch.refusal
-    else:
-        await touch_once(statements, touch)
-        rows = await statements.rows(
-            _replay_check(dialect, slots) if provenance.replayable else _lock_alone(), params
-        )
-    return {
-        (row["observation_key"], row["subject"], row["attribute"], row["value_norm"])
-        for row in rows
-        if provenance.replayable and row["observation_key"] is not None
-    }
-
-
-def _seen_keys(dialect: str, keys: list[str]) -> tuple[int, dict[str, Any]]:
-    """The replay check's shape (`_replay_check`'s ``slots``) and parameters for ``keys``: on
-    SQLite one JSON array; on PostgreSQL one parameter a key, in the statement for the next
-    power of two of them, the others NULL (which matches nothing), so that a few statements
-    serve every turn."""
-    if dialect != "postgresql":
-        return 0, {"seen_keys": keys}
-    slots = 1 << (len(keys) - 1).bit_length()
-    padded = [*keys, *[None] * (slots - len(keys))]
-    return slots, {f"seen_key_{i}": key for i, key in enumerate(padded)}
-
-
-@functools.cache
-def _touching(replayable: bool, touch: Any, slots: int) -> Any:
-    """PostgreSQL: the lock (and replay check) with ``touch`` as a CTE; ``touched`` counts the
-    rows it returned (a data-modifying CTE runs exactly once, whatever refers to it)."""
-    touched = touch.cte("touched")
-    first = (_replay_check("postgresql", slots) if replayable else _lock_alone()).subquery("first")
-    count = select(func.count()).select_from(touched).scalar_subquery()
-    return select(count.label("touched"), *first.c).select_from(first)
-
-
-def _user_lock() -> Any:
-    # Serialize one user's writers: two turns giving different values of a single-valued
-    # attribute would each miss the other's uncommitted row and both stay current, and two
-    # saves touching the same facts in different orders would deadlock.
-    locked = func.pg_advisory_xact_lock(_LOCK_CLASS, func.hashtext(bindparam("lock_user", type_=String)))
-    return select(locked.label("locked")).subquery("user_lock")
-
-
-@functools.cache
-def _lock_alone() -> Any:
-    return select(_user_lock())
-
-
-@functools.cache
-def _replay_check(dialect: str, slots: int) -> Any:
-    """The replay check of `_lock_and_find_replayed`, with the user's lock on PostgreSQL, for
-    the parameters `_seen_keys` gives. Its text depends only on ``slots``, so it is prepared
-    once a shape and can be sent straight to the driver."""
-    observations = fact_observations
-    if dialect != "postgresql":  # the keys as one JSON array
-        listed = func.json_each(bindparam("seen_keys", type_=JSON)).table_valued("value")
-        return (
-            select(observations.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
-            .join(facts, facts.c.id == observations.c.fact_id)
-            .where(
-                observations.c.user_id == bindparam("seen_user", type_=String),
-                observations.c.observation_key.in_(select(listed.c.value)),
-            )
-        )
-    # One probe of the (user_id, observation_key) index a key. As `observation_key = ANY(:keys)`
-    # beside the user, the planner of a table it had no statistics for yet read all of the
-    # user's observations and filtered them, a cost that grew with the user's history. The keys
-    # are a VALUES list (the planner knows how many rows it has, so a generic plan costs what a
-    # custom one does and is kept); OFFSET 0 keeps the lateral subquery from being flattened
-    # into a join that could be planned as that filter again.
-    listed = values(column("key", String), name="listed").data(
-        [(bindparam(f"seen_key_{i}", type_=String),) for i in range(slots)]
-    )
-    probe = (
-        select(observations.c.fact_id, observations.c.observation_key)
-        .where(
-            observations.c.user_id == bindparam("seen_user", type_=String),
-            observations.c.observation_key == listed.c.key,
-        )
-        .offset(literal_column("0", Integer))
-        .lateral("probe")
-    )
-    seen = (
-        select(probe.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
-        .select_from(listed)
-        .join(probe, true())
-        .join(facts, facts.c.id == probe.c.fact_id)
-        .subquery("seen")
-    )
-    return select(*seen.c).select_from(_user_lock().outerjoin(seen, true()))
 
 
 async def consolidate(
@@ -283,68 +157,38 @@ async def consolidate(
     """Merge ``accepted`` into the user's facts; returns the ids of the facts they landed in.
 
     ``embeddings`` maps a candidate's value_norm to its vector, stored with new facts; ``touch``
-    is made first (with the lock, on PostgreSQL), and raises its refusal if it is refused.
+    is made first, and raises its refusal if it is refused (nothing is written then). On
+    PostgreSQL it all is one statement: the touch, then the function ``mt_consolidate``
+    (migration 0009), which takes the user's write lock and runs the steps below on the server.
     """
     items = _latest_per_key(accepted)
     if not items:
         await touch_once(statements, touch)
         return []
-    seen = await _lock_and_find_replayed(statements, dialect, user_id, provenance, items, touch)
+    rows = _candidate_rows(provenance, items, embeddings or {})
+    if dialect == "postgresql":
+        return await _consolidate_on_server(statements, user_id, provenance, rows, now, touch)
+    await touch_once(statements, touch)
     if provenance.replayable:
-        # A replayed turn must not bring back a value a later turn has replaced.
-        items = [
-            item
-            for item in items
-            for c in [item.candidate]
-            if (provenance.observation_key(c.message_id), c.subject, c.attribute, c.value_norm) not in seen
-        ]
-        if not items:
-            return []
-    new_ids = {
-        (i.candidate.subject, i.candidate.attribute, i.candidate.value_norm): str(uuid.uuid4()) for i in items
-    }
-    rows = [
-        {
-            "id": new_ids[(c.subject, c.attribute, c.value_norm)],
-            "user_id": user_id,
-            "subject": c.subject,
-            "attribute": c.attribute,
-            "value": c.value,
-            "value_norm": c.value_norm,
-            "cardinality": c.cardinality,
-            "confidence": c.confidence,
-            "thread_id": provenance.thread_id,
-            "checkpoint_id": provenance.checkpoint_id,
-            "message_id": c.message_id,
-            "created_at": now,
-            "updated_at": now,
-            "valid_from": now,
-            "flagged": item.flagged,
-            "embedding": (embeddings or {}).get(c.value_norm),
-            "search_text": search_text(c.subject, c.attribute, c.value),
+        # A replayed turn (a crash after the commit, then a resume) observes nothing again, and
+        # must not bring back a value a later turn has replaced. SQLite has one writer at a
+        # time, so no lock is taken.
+        keys = sorted({row["observation_key"] for row in rows})
+        seen = {
+            (row["observation_key"], *_fact_key(row))
+            for row in await statements.rows(_replay_check(), {"seen_user": user_id, "seen_keys": keys})
         }
-        for item in items
-        for c in [item.candidate]
-    ]
-    keys = [provenance.observation_key(item.candidate.message_id) for item in items]
-    if statements.pipelined:
-        # One statement a fact, all sent at once: upsert and observation in one round trip.
-        landed = await statements.many(
-            _upsert_and_observe(),
-            [{**_prefixed(row), "f_observation_key": key} for row, key in zip(rows, keys, strict=True)],
-        )
-        observed = [
-            {"fact_id": row["id"], "confidence": row["observed"]}
-            for row in landed
-            if row["observed"] is not None
-        ]
-    else:
-        landed = await statements.many(_fact_upsert(dialect), rows)
-        fact_of = {_fact_key(row): row["id"] for row in landed}  # RETURNING's order is not the rows'
-        observed = await statements.many(
-            _observation_insert(dialect),
-            [_observation(row, key, fact_of[_fact_key(row)]) for row, key in zip(rows, keys, strict=True)],
-        )
+        rows = [row for row in rows if (row["observation_key"], *_fact_key(row)) not in seen]
+        if not rows:
+            return []
+    new_ids = {_fact_key(row): row["id"] for row in rows}
+    stamped = {"user_id": user_id, "created_at": now, "updated_at": now, "valid_from": now}
+    landed = await statements.many(_fact_upsert(), [{**_without_key(row), **stamped} for row in rows])
+    fact_of = {_fact_key(row): row["id"] for row in landed}  # RETURNING's order is not the rows'
+    observed = await statements.many(
+        _observation_insert(),
+        [_observation(row, user_id, now, fact_of[_fact_key(row)]) for row in rows],
+    )
     created = {row["id"] for row in landed if new_ids.get(_fact_key(row)) == row["id"]}
     # A new observation of a known fact corroborates it (a stored one, a replay, does not).
     corroborated = [row for row in observed if row["fact_id"] not in created]
@@ -377,6 +221,84 @@ async def consolidate(
             ],
         )
     return [row["id"] for row in landed]
+
+
+def _candidate_rows(
+    provenance: Provenance, items: Sequence[Accepted], embeddings: Mapping[str, list[float]]
+) -> list[dict[str, Any]]:
+    """Each candidate as the fact it would be stored as (a new id), with its observation's key."""
+    return [
+        {
+            "id": str(uuid.uuid4()),
+            "subject": c.subject,
+            "attribute": c.attribute,
+            "value": c.value,
+            "value_norm": c.value_norm,
+            "cardinality": c.cardinality,
+            "confidence": c.confidence,
+            "thread_id": provenance.thread_id,
+            "checkpoint_id": provenance.checkpoint_id,
+            "message_id": c.message_id,
+            "flagged": item.flagged,
+            "embedding": embeddings.get(c.value_norm),
+            "search_text": search_text(c.subject, c.attribute, c.value),
+            "observation_key": provenance.observation_key(c.message_id),
+        }
+        for item in items
+        for c in [item.candidate]
+    ]
+
+
+async def _consolidate_on_server(
+    statements: Statements,
+    user_id: str,
+    provenance: Provenance,
+    rows: list[dict[str, Any]],
+    now: datetime,
+    touch: Touch | None,
+) -> list[str]:
+    params = {"c_user": user_id, "c_now": now, "c_replayable": provenance.replayable, "c_facts": rows}
+    if touch is None:
+        [outcome] = await statements.rows(_server_consolidation(None), params)
+    else:
+        [outcome] = await statements.rows(_server_consolidation(touch.statement), {**params, **touch.params})
+        if not outcome["touched"]:
+            raise touch.refusal
+    return list(outcome["fact_ids"])
+
+
+@functools.cache
+def _server_consolidation(touch: Any | None) -> Any:
+    """``mt_consolidate`` of the candidates, after ``touch`` (a CTE) when there is one: the
+    function runs only when the touch returned a row (``touched`` counts them), so a refused
+    touch writes nothing."""
+    call = func.mt_consolidate(
+        bindparam("c_user", type_=String),
+        bindparam("c_now", type_=DateTime(timezone=True)),
+        bindparam("c_replayable", type_=Boolean),
+        bindparam("c_facts", type_=postgresql.JSONB),
+        type_=postgresql.ARRAY(String),
+    )
+    if touch is None:
+        return select(call.label("fact_ids"))
+    touched = touch.cte("touched")
+    count = select(func.count().label("rows")).select_from(touched).subquery("touch_count")
+    return select(count.c.rows.label("touched"), case((count.c.rows > 0, call)).label("fact_ids"))
+
+
+@functools.cache
+def _replay_check() -> Any:
+    """SQLite: this turn's observations stored already, by the (user_id, observation_key) index;
+    the keys as one JSON array."""
+    listed = func.json_each(bindparam("seen_keys", type_=JSON)).table_valued("value")
+    return (
+        select(fact_observations.c.observation_key, facts.c.subject, facts.c.attribute, facts.c.value_norm)
+        .join(facts, facts.c.id == fact_observations.c.fact_id)
+        .where(
+            fact_observations.c.user_id == bindparam("seen_user", type_=String),
+            fact_observations.c.observation_key.in_(select(listed.c.value)),
+        )
+    )
 
 
 @functools.cache
@@ -415,62 +337,19 @@ def _fact_key(row: Mapping[str, Any]) -> tuple[str, str, str]:
     return row["subject"], row["attribute"], row["value_norm"]
 
 
-def _observation(fact: Mapping[str, Any], key: str, fact_id: str) -> dict[str, Any]:
-    """The observation row of a fact row (its provenance, confidence and time), keyed ``key``."""
+def _without_key(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in row.items() if name != "observation_key"}
+
+
+def _observation(fact: Mapping[str, Any], user_id: str, now: datetime, fact_id: str) -> dict[str, Any]:
+    """The observation row of a candidate's row (its provenance, confidence and time)."""
     return {
         "fact_id": fact_id,
-        "observation_key": key,
-        "user_id": fact["user_id"],
+        "observation_key": fact["observation_key"],
+        "user_id": user_id,
         "thread_id": fact["thread_id"],
         "checkpoint_id": fact["checkpoint_id"],
         "message_id": fact["message_id"],
         "confidence": fact["confidence"],
-        "observed_at": fact["updated_at"],
+        "observed_at": now,
     }
-
-
-# The columns of a fact row as `consolidate` builds it (the others keep their defaults).
-_FACT_ROW = (
-    "id",
-    "user_id",
-    "subject",
-    "attribute",
-    "value",
-    "value_norm",
-    "cardinality",
-    "confidence",
-    "thread_id",
-    "checkpoint_id",
-    "message_id",
-    "created_at",
-    "updated_at",
-    "valid_from",
-    "flagged",
-    "embedding",
-    "search_text",
-)
-
-
-def _prefixed(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {f"f_{name}": value for name, value in row.items()}
-
-
-@functools.cache
-def _upsert_and_observe() -> Any:
-    """PostgreSQL, one fact per execution (parameters ``f_<column>`` and ``f_observation_key``):
-    the fact upsert, then its observation of the fact it landed in, in one statement. Returns
-    the upsert's columns and ``observed``, the new observation's confidence (NULL when that
-    observation was stored already)."""
-    params = {name: bindparam(f"f_{name}", type_=facts.c[name].type) for name in _FACT_ROW}
-    landed = _fact_upsert("postgresql").values(params).cte("landed")
-    observation = _observation(params, bindparam("f_observation_key", type_=String), landed.c.id)
-    observed = (
-        insert_for("postgresql", fact_observations)
-        .from_select(list(observation), select(*observation.values()))
-        .on_conflict_do_nothing()
-        .returning(fact_observations.c.confidence)
-        .cte("observed")
-    )
-    return select(*landed.c, observed.c.confidence.label("observed")).select_from(
-        landed.outerjoin(observed, true())
-    )

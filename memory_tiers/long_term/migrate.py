@@ -44,7 +44,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await conn.run_sync(_current)
 
 
-# pg_advisory_xact_lock(class, key) taken by an upgrade (the class is consolidate's, "mt").
+# pg_advisory_xact_lock(class, key) taken by an upgrade (the class is mt_consolidate's, "mt": 0x6D74).
 _SCHEMA_LOCK = (0x6D74, 0x736368)
 
 

@@ -18,13 +18,7 @@ Row = Mapping[str, Any]
 
 
 class Statements(Protocol):
-    """Runs statements of one transaction; rows come back as mappings by column name.
-
-    ``pipelined``: `many` sends all its executions in one round trip, so one statement per row
-    costs no more round trips than one statement for all rows.
-    """
-
-    pipelined: bool
+    """Runs statements of one transaction; rows come back as mappings by column name."""
 
     async def rows(self, statement: Any, params: Mapping[str, Any]) -> Sequence[Row]:
         """The rows ``statement`` returns for ``params`` (none for a statement without RETURNING)."""
@@ -38,8 +32,6 @@ class Statements(Protocol):
 
 class SqlAlchemyStatements:
     """`Statements` on a SQLAlchemy connection (inside the caller's transaction)."""
-
-    pipelined = False
 
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection

@@ -329,10 +329,14 @@ class LongTermStore(FactAPI):
         async def transaction() -> list[str]:
             with translate_errors(TIER, self.masked_url):
                 if self._direct is not None and touch is not None:
-                    # The hot path: every statement straight to the driver, in one transaction
-                    # (its first statement, the registry upsert, is a write: on SQLite that is
-                    # what begins the transaction).
+                    # The hot path: every statement straight to the driver. On PostgreSQL a
+                    # turn without a profile change is one statement (the registry upsert and
+                    # mt_consolidate), which commits by itself; otherwise one transaction (its
+                    # first statement, the registry upsert, is a write: on SQLite that is what
+                    # begins the transaction).
                     try:
+                        if self.dialect == "postgresql" and not profile_patch:
+                            return await write(self._direct, None)
                         return await self._direct.in_transaction(lambda direct: write(direct, None))
                     except OldProfileShape:
                         pass  # rolled back; migrating the profile takes SQLAlchemy's path

@@ -76,8 +76,9 @@ def fail_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, error: Ex
 @contextmanager
 def counting_sql(engine: AsyncEngine) -> Iterator[list[str]]:
     """The first word of every SQL statement sent on ``engine``: through SQLAlchemy, or straight
-    to the driver (`memory_tiers.direct_sql`: the hot path's SELECTs and the save's transaction,
-    which SQLAlchemy's events do not see; an executemany counts once, as SQLAlchemy's does)."""
+    to the driver (`memory_tiers.direct_sql`: the hot path's SELECTs and the save's statements,
+    which SQLAlchemy's events do not see; an executemany counts once, as SQLAlchemy's does), and
+    BEGIN and COMMIT around a direct transaction (SQLAlchemy's own BEGIN is not counted)."""
     statements: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
@@ -93,16 +94,28 @@ def counting_sql(engine: AsyncEngine) -> Iterator[list[str]]:
 
         return send
 
-    patched = [
-        (owner, name)
+    def transaction(original: Any) -> Any:
+        async def run(self: Any, work: Any) -> Any:
+            ours = self.engine.sync_engine is engine.sync_engine
+            if ours:
+                statements.append("BEGIN")
+            result = await original(self, work)
+            if ours:
+                statements.append("COMMIT")
+            return result
+
+        return run
+
+    patched = {
+        (owner, name): counted
         for owner in (AsyncpgDirect, SqliteDirect, AsyncpgStatements, SqliteStatements)
         for name in ("rows", "many")
         if name in vars(owner)
-    ]
+    } | {(owner, "in_transaction"): transaction for owner in (AsyncpgDirect, SqliteDirect)}
     originals = {target: getattr(*target) for target in patched}
     event.listen(engine.sync_engine, "before_cursor_execute", record)
-    for owner, name in patched:
-        setattr(owner, name, counted(originals[owner, name]))
+    for (owner, name), wrap in patched.items():
+        setattr(owner, name, wrap(originals[owner, name]))
     try:
         yield statements
     finally:

@@ -191,6 +191,20 @@ async def test_facts_stored_before_embeddings_get_them_when_seen_again(memory_co
     assert hungry_after.facts[0].score > 1.4
 
 
+async def test_a_fact_seen_again_without_embeddings_keeps_its_vector(memory_config):
+    alice = unique("alice")
+    semantic = config_with(memory_config, k=1)
+    async with MemoryManager(semantic, embeddings=ConceptEmbeddings()) as manager:
+        await seed(manager, alice)
+    async with MemoryManager(memory_config) as manager:  # a deployment without embeddings, for a while
+        await manager.long_term.add_facts(alice, [FactCandidate(attribute="likes", value="pizza")])
+    async with MemoryManager(semantic, embeddings=ConceptEmbeddings()) as manager:
+        hungry = await manager.long_term.load_context(alice, None, "I'm so hungry")
+
+    assert [f.value for f in hungry.facts] == ["pizza"]
+    assert hungry.facts[0].score > 1.4  # its similarity counts: the vector was kept
+
+
 async def test_semantic_recall_finds_facts_that_share_no_word_with_the_message(memory_config):
     alice = unique("alice")
     config = config_with(memory_config, k=1)

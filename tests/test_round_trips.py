@@ -71,6 +71,10 @@ async def test_load_and_save_cost_fixed_round_trips_whatever_the_history(memory_
         # skipped for "many" facts; no reads of history. PostgreSQL: one statement, committed by
         # itself (no BEGIN or COMMIT), the registry upsert as a CTE and mt_consolidate doing the
         # rest on the server.
-        expected = ["WITH"] if dialect == "postgresql" else ["INSERT", "SELECT", "INSERT", "INSERT"]
+        expected = (
+            ["WITH"]
+            if dialect == "postgresql"
+            else ["BEGIN", "INSERT", "SELECT", "INSERT", "INSERT", "COMMIT"]
+        )
         assert save.sql_statements == expected, turn
     assert measured[1][1].sql_statements == measured[30][1].sql_statements

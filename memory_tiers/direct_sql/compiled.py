@@ -101,6 +101,10 @@ class DirectSQL(ABC):
     def _broken(self, driver: Any, exc: BaseException, error: BaseException | None) -> bool:
         """Whether a connection that raised ``exc`` (``error`` as a DB-API error) is lost."""
 
+    async def _abandon(self, pooled: Any, exc: BaseException) -> None:
+        """Take a broken or interrupted connection out of the pool (``exc``: what it raised)."""
+        pooled.invalidate(exc)  # outside a greenlet, it closes without waiting; frees the slot
+
     _error_base: type[BaseException] = Exception
 
     async def call(self, operation: Callable[[Any], Awaitable[_T]]) -> _T:
@@ -120,7 +124,7 @@ class DirectSQL(ABC):
             # handed out again; one the server refused an input on is fine.
             broken = not isinstance(exc, Exception) or self._broken(pooled.driver_connection, exc, error)
             if broken:
-                pooled.invalidate(exc)  # outside a greenlet, it closes without waiting; frees the slot
+                await self._abandon(pooled, exc)
             else:
                 await greenlet_spawn(pooled.close)
             if error is not None:

@@ -1,4 +1,4 @@
-"""`memory_tiers.direct_sql` on asyncpg: lone SELECTs outside any transaction, and transactions.
+"""`memory_tiers.direct_sql` on asyncpg: lone statements outside any transaction, and transactions.
 
 Rows come back as asyncpg's records, decoded by asyncpg's codecs (SQLAlchemy registers its JSON
 codecs on every connection it opens), so only statements whose columns need no SQLAlchemy
@@ -9,6 +9,8 @@ Imported only for engines on the asyncpg driver (the ``postgres`` extra).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -20,6 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from memory_tiers.direct_sql.compiled import DirectSQL
 
 _T = TypeVar("_T")
+# How long a cancelled statement's connection waits for the server to confirm the cancellation
+# before it is closed regardless.
+CANCEL_TIMEOUT = 5.0
 # Raised as SQLAlchemy's DBAPIError subclass of the same name (InterfaceError, DataError...).
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
@@ -57,6 +62,22 @@ class AsyncpgDirect(DirectSQL):
             or isinstance(exc, asyncpg.InternalClientError)
             or bool(driver.is_in_transaction())
         )
+
+    async def _abandon(self, pooled: Any, exc: BaseException) -> None:
+        driver = pooled.driver_connection
+        if isinstance(exc, Exception) or driver.is_closed():
+            pooled.invalidate(exc)
+            return
+        # Cut short (cancelled) mid-statement: asyncpg has sent the server a cancel request, and
+        # a graceful close waits until the server has acknowledged it, so the statement stops
+        # there. Dropped at once instead, a backend waiting for a lock would run the statement
+        # when it got the lock, and a lone write (a PostgreSQL save) would commit after its
+        # caller gave up, even after that caller's later saves. The pool slot is freed when the
+        # close is done (or has timed out), also if this task is cancelled again meanwhile.
+        closing = asyncio.ensure_future(driver.close(timeout=CANCEL_TIMEOUT))
+        closing.add_done_callback(lambda done: _invalidated(pooled, exc, done))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(closing)
 
     def _selecting(self, statement: Select[Any]) -> Select[Any]:
         if self.columns is not None:
@@ -98,6 +119,12 @@ class AsyncpgDirect(DirectSQL):
                 return await work(AsyncpgStatements(self, driver))
 
         return await self.call(transaction)
+
+
+def _invalidated(pooled: Any, exc: BaseException, closing: asyncio.Future[None]) -> None:
+    if not closing.cancelled():
+        closing.exception()  # retrieved: a close that timed out has aborted the connection
+    pooled.invalidate(exc)
 
 
 class AsyncpgStatements:

@@ -109,8 +109,9 @@ fact_observations = Table(
     Column("confidence", Float, nullable=False),
     Column("observed_at", DateTime(timezone=True), nullable=False),
 )
-# A replayed turn is recognised by its observation keys (consolidate._replay_check); lookups by
-# user alone use it too (migration 0008 dropped the index on user_id by itself).
+# A replayed turn is recognised by its observation keys (mt_consolidate on PostgreSQL, migration
+# 0009; consolidate._replay_check on SQLite); lookups by user alone use it too (migration 0008
+# dropped the index on user_id by itself).
 Index("ix_mt_fact_observations_user_key", fact_observations.c.user_id, fact_observations.c.observation_key)
 
 threads = Table(

@@ -1,8 +1,9 @@
 """The long-term tier: profiles, facts, the thread registry and archives on SQL.
 
 The hot path (the load and save nodes) uses Core statements on pooled connections: the load is
-one SELECT in autocommit (no BEGIN/ROLLBACK round trips), the save is one transaction whatever
-the thread's history length. Every method is scoped to one user.
+one SELECT in autocommit (no BEGIN/ROLLBACK round trips); the save is one statement on
+PostgreSQL (one transaction when it changes the profile, and on SQLite), whatever the thread's
+history length. Every method is scoped to one user.
 """
 
 from __future__ import annotations

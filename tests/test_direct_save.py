@@ -153,14 +153,16 @@ async def test_a_direct_save_interrupted_after_its_writes_leaves_nothing(
         assert (await store.get_profile(user)).document == {"lives_in": "Rome"}
 
 
+@pytest.mark.parametrize("cancellations", [1, 2], ids=["cancelled", "cancelled twice"])
 async def test_a_postgres_save_is_one_statement_and_a_cancelled_one_is_stopped_on_the_server(
-    request: pytest.FixtureRequest, tmp_path: Any, postgres_url: str
+    request: pytest.FixtureRequest, tmp_path: Any, postgres_url: str, cancellations: int
 ) -> None:
     # A turn without a profile change is one statement (the registry upsert, then
     # mt_consolidate), which commits by itself. Cancelled while it waits for the user's write
     # lock (the registry row already written inside it), it is cancelled on the server before
     # its connection is dropped: when the lock is free it does not run on to commit (which
-    # would land the turn after its caller gave up, even after the caller's later saves).
+    # would land the turn after its caller gave up, even after the caller's later saves). A
+    # second cancellation (as anyio's cancel scopes repeat theirs) does not cut that short.
     from conftest import servers_config
 
     user, thread = unique("alice"), unique("t")
@@ -178,10 +180,13 @@ async def test_a_postgres_save_is_one_statement_and_a_cancelled_one_is_stopped_o
                 "AND $1 = ANY(pg_blocking_pids(pid))"
             )
             while (pid := await driver.fetchval(waiting, driver.get_server_pid())) is None:
+                assert not save.done(), save
                 await asyncio.sleep(0.01)
             opened: list[object] = []
             event.listen(store.engine.sync_engine, "connect", lambda conn, record: opened.append(conn))
-            save.cancel()
+            for _ in range(cancellations):
+                save.cancel()
+                await asyncio.sleep(0)
             with pytest.raises(asyncio.CancelledError):
                 await save
             # Stopped already, before the lock is given up.

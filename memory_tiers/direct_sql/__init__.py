@@ -27,6 +27,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from memory_tiers.direct_sql.compiled import settle
+
+__all__ = ["direct_sql", "settle"]
+
 if TYPE_CHECKING:
     from memory_tiers.direct_sql.on_aiosqlite import SqliteDirect
     from memory_tiers.direct_sql.on_asyncpg import AsyncpgDirect

@@ -3,7 +3,9 @@ arguments bound by name with SQLAlchemy's conversions."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
@@ -13,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_, greenlet_spawn
 
 _PER_CALL = object()
+# Per engine, the closes of cancelled calls' connections still waiting for the server
+# (`AsyncpgDirect`): `settle` awaits them before the engine is disposed of.
+_SETTLING: weakref.WeakKeyDictionary[Any, set[asyncio.Future[None]]] = weakref.WeakKeyDictionary()
 _T = TypeVar("_T")
 Convert = Callable[[Any], Any]
 
@@ -62,6 +67,21 @@ def compile_statement(
     return Compiled(
         compiled.string, tuple(parameters), tuple(column.keyname for column in columns), processors
     )
+
+
+async def settle(engine: AsyncEngine) -> None:
+    """Wait for the cancelled direct calls on ``engine`` to be cancelled on the server (each
+    bounded by its timeout): call it before ``engine.dispose()``, which would cut them short."""
+    pending = _SETTLING.get(engine.sync_engine)
+    while pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def settling(engine: AsyncEngine, future: asyncio.Future[None]) -> None:
+    """Count ``future`` (a cancelled call's close) among what `settle` waits for."""
+    pending = _SETTLING.setdefault(engine.sync_engine, set())
+    pending.add(future)
+    future.add_done_callback(pending.discard)
 
 
 class DirectSQL(ABC):

@@ -19,7 +19,7 @@ import asyncpg
 from sqlalchemy import ColumnElement, Select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_tiers.direct_sql.compiled import DirectSQL
+from memory_tiers.direct_sql.compiled import DirectSQL, settling
 
 _T = TypeVar("_T")
 # How long a cancelled statement's connection waits for the server to confirm the cancellation
@@ -73,11 +73,16 @@ class AsyncpgDirect(DirectSQL):
         # there. Dropped at once instead, a backend waiting for a lock would run the statement
         # when it got the lock, and a lone write (a PostgreSQL save) would commit after its
         # caller gave up, even after that caller's later saves. The pool slot is freed when the
-        # close is done (or has timed out), also if this task is cancelled again meanwhile.
+        # close is done (or has timed out). Cancelled again meanwhile (anyio's cancel scopes do
+        # so on every loop pass), this still waits, bounded by CANCEL_TIMEOUT: the caller
+        # re-raises its cancellation after. The engine's owner awaits what is left before
+        # disposing of the engine (`settle`).
         closing = asyncio.ensure_future(driver.close(timeout=CANCEL_TIMEOUT))
         closing.add_done_callback(lambda done: _invalidated(pooled, exc, done))
-        with contextlib.suppress(Exception):
-            await asyncio.shield(closing)
+        settling(self.engine, closing)
+        while not closing.done():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(closing)
 
     def _selecting(self, statement: Select[Any]) -> Select[Any]:
         if self.columns is not None:

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_tiers.config import LongTermConfig
 from memory_tiers.config_values import mask_url
-from memory_tiers.direct_sql import direct_sql
+from memory_tiers.direct_sql import direct_sql, settle
 from memory_tiers.errors import ConfigError, OwnershipError
 from memory_tiers.extractors.base import FactCandidate
 from memory_tiers.ids import validates_ids
@@ -192,6 +192,7 @@ class LongTermStore(FactAPI):
                     pass
             yield store
         finally:
+            await settle(engine)  # cancelled statements, cancelled on the server first
             await engine.dispose()
 
     # -- schema -------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Each node is one async implementation in a `MemoryNode` whose sync side runs that same
 coroutine on the manager's loop, so the nodes serve ``graph.invoke`` and ``graph.ainvoke``.
 Round trips per turn are fixed: load = 1 Redis round trip + 1 SQL SELECT; save = 1 SQL
-transaction + 1 Redis pipeline, whatever the history length.
+transaction (on PostgreSQL one statement) + 1 Redis round trip, whatever the history length.
 """
 
 from __future__ import annotations

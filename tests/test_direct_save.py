@@ -7,6 +7,7 @@ way leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -108,14 +109,20 @@ async def test_a_direct_save_interrupted_after_its_writes_leaves_nothing(
 ):
     user, thread = unique("alice"), unique("t")
     real = store_module.consolidate
-    written = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    written, cancelled = asyncio.Event(), threading.Event()
 
     async def interrupted(*args: Any, **kwargs: Any) -> list[str]:
         ids = await real(*args, **kwargs)  # the registry row, facts and observations are written
-        written.set()
+        loop.call_soon_threadsafe(written.set)
         if interruption == "error":
             raise RuntimeError("the process fails before the commit")
-        await asyncio.sleep(60)
+        if threading.current_thread() is threading.main_thread():
+            await asyncio.sleep(60)  # PostgreSQL: on the event loop, cancelled here
+        else:
+            # SQLite: the transaction runs in the driver's thread, where the cancellation cannot
+            # reach; it goes on once its caller has given up, and must not commit.
+            cancelled.wait(10)
         return ids
 
     async with MemoryManager(memory_config) as manager:
@@ -136,8 +143,9 @@ async def test_a_direct_save_interrupted_after_its_writes_leaves_nothing(
         await written.wait()
         if interruption == "cancel":
             save.cancel()
-        with pytest.raises((RuntimeError, asyncio.CancelledError)):
+        with pytest.raises(RuntimeError if interruption == "error" else asyncio.CancelledError):
             await save
+        cancelled.set()
         monkeypatch.setattr(store_module, "consolidate", real)
 
         assert await store.list_facts(user, include_history=True) == []

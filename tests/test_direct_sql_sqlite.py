@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from memory_tiers import FactCandidate, MemoryManager
 from memory_tiers.direct_sql.on_aiosqlite import SqliteDirect
 from memory_tiers.errors import BackendError, BackendUnavailableError
+from memory_tiers.long_term.consolidate import touch_once
 from memory_tiers.long_term.store import LongTermStore, _now
 
 
@@ -110,28 +112,30 @@ def _connects(store: LongTermStore) -> list[object]:
     return opened
 
 
-async def test_a_connection_that_broke_is_not_reused(store, monkeypatch):
+async def _break_idle_connection(store: LongTermStore) -> None:
+    """Close the driver of the pool's idle connection (opening one if none is idle) under the
+    pool, as a connection lost while idle is: the next call on it finds it gone."""
+    pooled = await store.engine.raw_connection()
+    await pooled.driver_connection.close()
+    pooled.close()
+
+
+async def test_a_connection_that_broke_is_not_reused(store):
     alice = await _seeded(store)
     await store.load_context(alice, None, "topic1")  # a pooled connection, now idle
     opened = _connects(store)
-    execute_fetchall = aiosqlite.Connection.execute_fetchall
-
-    async def gone(self, sql, parameters=None):
-        monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", execute_fetchall)
-        raise ValueError("no active connection")
-
     statement, params = _statements(store, alice, "topic1")[0]
-    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", gone)
+    await _break_idle_connection(store)
     with pytest.raises(OperationalError, match="no active connection") as raw:
         await store._direct.rows(statement, params)
     assert raw.value.connection_invalidated
     assert store.engine.sync_engine.pool.checkedout() == 0
-    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", gone)
+    await _break_idle_connection(store)  # none is idle: this opens one
     with pytest.raises(BackendUnavailableError, match="no active connection"):
         await store._hot_rows(statement, params)
-    assert len(opened) == 1  # the second call had a new connection: the first was dropped
+    assert len(opened) == 1
     retries = store.telemetry.metrics.snapshot()["retries"]
-    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", gone)
+    await _break_idle_connection(store)
     # The load retries a lost connection, on a new one.
     assert (await store.load_context(alice, None, "topic1")).profile.version == 2
     assert store.telemetry.metrics.snapshot()["retries"] == retries + 1
@@ -142,15 +146,15 @@ async def test_a_cancelled_read_does_not_hand_its_connection_out_again(store, mo
     alice = await _seeded(store)
     await store.load_context(alice, None, "topic1")
     opened = _connects(store)
-    execute_fetchall = aiosqlite.Connection.execute_fetchall
+    hop = aiosqlite.Connection._execute
     started = asyncio.Event()
 
-    async def hangs(self, sql, parameters=None):
-        monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", execute_fetchall)
+    async def hangs(self, fn, *args, **kwargs):
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", hop)
         started.set()
         await asyncio.sleep(3600)
 
-    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", hangs)
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", hangs)
     task = asyncio.ensure_future(store.load_context(alice, None, "topic1"))
     await asyncio.wait_for(started.wait(), 5)
     task.cancel()
@@ -159,3 +163,44 @@ async def test_a_cancelled_read_does_not_hand_its_connection_out_again(store, mo
     assert store.engine.sync_engine.pool.checkedout() == 0
     assert (await store.load_context(alice, None, "topic1")).profile.version == 2
     assert len(opened) == 1
+
+
+async def test_a_transaction_whose_caller_gave_up_before_its_commit_is_rolled_back(store):
+    # The whole transaction runs in the driver's thread, where a cancellation cannot reach: it
+    # goes on after its caller has given up, and must then not commit (nor run more statements).
+    user, thread = unique("alice"), unique("t")
+    touch = store._thread_touch(user, thread, None, _now())
+    loop = asyncio.get_running_loop()
+    written, gave_up = asyncio.Event(), threading.Event()
+
+    async def work(statements):
+        await touch_once(statements, touch)  # the registry row is written, not committed
+        loop.call_soon_threadsafe(written.set)
+        gave_up.wait(10)
+        return "done"
+
+    transaction = asyncio.ensure_future(store._direct.in_transaction(work))
+    await asyncio.wait_for(written.wait(), 5)
+    transaction.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await transaction
+    gave_up.set()
+    # The next transaction waits for SQLite's write lock: the abandoned one has ended by then.
+    other = store._thread_touch(unique("bob"), unique("t"), None, _now())
+    await store._direct.in_transaction(lambda statements: touch_once(statements, other))
+    assert await store.thread_owner(thread) is None
+    assert store.engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_a_transaction_that_awaits_something_else_commits_nothing(store):
+    user, thread = unique("alice"), unique("t")
+    touch = store._thread_touch(user, thread, None, _now())
+
+    async def work(statements):
+        await touch_once(statements, touch)
+        await asyncio.sleep(0)  # not a statement: it would suspend in the driver's thread
+
+    with pytest.raises(RuntimeError, match="awaited something other than its statements"):
+        await store._direct.in_transaction(work)
+    assert await store.thread_owner(thread) is None
+    assert store.engine.sync_engine.pool.checkedout() == 0

@@ -242,24 +242,27 @@ async def test_a_ttl_refresh_is_kept_beside_a_write_and_after_a_lone_read(store,
     assert await expiry() == start + timedelta(minutes=18)
 
 
-async def test_a_direct_write_whose_commit_fails_writes_nothing(migrated_sqlite_url, monkeypatch):
-    """SQLite (where the commit is a call of its own): the INSERT ran, then its commit failed:
-    the check-in rolls it back, the error is a BackendError and the connection goes back to the
-    pool with no transaction open."""
+async def test_a_direct_write_whose_commit_fails_writes_nothing(migrated_sqlite_url):
+    """SQLite (where the write and its commit run in one hop to the driver's thread): the INSERT
+    ran, then its commit failed: it is rolled back, the error is a BackendError and the
+    connection goes back to the pool with no transaction open."""
     engine = create_async_engine(migrated_sqlite_url)
     alice = SqlStore(engine, StoreConfig(), ids=IdKeysConfig()).for_user(unique("alice"))
-    commit = aiosqlite.Connection.commit
-    failures = [sqlite3.OperationalError("database is locked")]
+    failures = ["the commit is refused once"]
 
-    async def failing_once(self: aiosqlite.Connection) -> None:
-        if failures:
-            raise failures.pop()
-        await commit(self)
+    def refuse_a_commit(action: int, arg1: Any, *rest: Any) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT" and failures:
+            failures.pop()
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
 
-    monkeypatch.setattr(aiosqlite.Connection, "commit", failing_once)
+    pooled = await engine.raw_connection()  # the pool's one connection, used by every call below
+    await pooled.driver_connection.set_authorizer(refuse_a_commit)
+    await greenlet_spawn(pooled.close)
     try:
-        with pytest.raises(BackendError, match="locked"):
+        with pytest.raises(BackendError, match="not authorized"):
             await alice.aput(("n",), "k", {"v": 1})
+        assert not failures
         assert await alice.aget(("n",), "k") is None
         pooled = await engine.raw_connection()
         try:
@@ -283,7 +286,7 @@ async def test_a_cancelled_lone_read_gives_its_connection_up(store, engine, monk
     driver_class, method = (
         (asyncpg.Connection, "fetch")
         if store.dialect == "postgresql"
-        else (aiosqlite.Connection, "execute_fetchall")
+        else (aiosqlite.Connection, "_execute")  # every call on aiosqlite's thread goes through it
     )
     original = getattr(driver_class, method)
     started = asyncio.Event()

@@ -2,17 +2,19 @@
 own pool.
 
 The hot path's statements (the load node's one SELECT, the store's lone ``aget``, ``asearch``,
-``aput`` and ``adelete``, the save's transaction) are few, and on SQLAlchemy's execute path the Python around
-each round trip (the connection facade, the execution context, the result object, the greenlet
-hops; on aiosqlite four or five hops to the driver's thread a statement) costs as much as the
-round trip itself. `AsyncpgDirect` and `SqliteDirect` send the very same statements, built once
-by their owners and compiled once per statement by the engine's dialect (the same SQL and
-parameters, so asyncpg reuses one prepared statement per connection), on a connection checked
-out of the engine's own pool: so its pragmas, its check-in reset and its invalidation are
-SQLAlchemy's, as on every other path. Parameters get the conversions SQLAlchemy's types would
-apply; driver errors are raised as SQLAlchemy's, so `translate_errors` turns them into
-memory_tiers errors as everywhere else, and a connection that broke is invalidated in the pool.
-What the direct path does not see is the engine's own execution events and options
+``aput`` and ``adelete``, the save's transaction) are few, and on SQLAlchemy's execute path the
+Python around each round trip (the connection facade, the execution context, the result object,
+the greenlet hops; on aiosqlite four or five hops to the driver's thread a statement) costs as
+much as the round trip itself. On aiosqlite a direct call is one hop, a transaction's statements
+and its commit included (`memory_tiers.direct_sql.on_aiosqlite`). `AsyncpgDirect` and
+`SqliteDirect` send the very same statements, built once by their owners and compiled once per
+statement by the engine's dialect (the same SQL and parameters, so asyncpg reuses one prepared
+statement per connection), on a connection checked out of the engine's own pool: so its pragmas,
+its check-in reset and its invalidation are SQLAlchemy's, as on every other path. Parameters get
+the conversions SQLAlchemy's types would apply; driver errors are raised as SQLAlchemy's, so
+`translate_errors` turns them into memory_tiers errors as everywhere else, and a connection that
+broke is invalidated in the pool. What the direct path does not see is the engine's own
+execution events and options
 (``before_cursor_execute`` listeners, an ``isolation_level`` execution option).
 
 Statements with IN lists that SQLAlchemy would expand are refused: their text changes with the

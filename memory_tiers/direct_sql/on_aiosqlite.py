@@ -1,11 +1,17 @@
-"""`memory_tiers.direct_sql` on aiosqlite: each statement in one hop to the driver's thread.
+"""`memory_tiers.direct_sql` on aiosqlite: each call in one hop to the driver's thread.
 
-SQLAlchemy's execute path on aiosqlite hops to the driver's thread four or five times per
-statement (cursor, execute, fetchall, cursor close, then the ROLLBACK of the check-in), and each
-hop costs tens of microseconds of event-loop and thread hand-over; aiosqlite's
-``execute_fetchall`` is one. Columns get the conversions SQLAlchemy's types would apply (SQLite
-keeps datetimes and JSON as text, booleans as integers), taken from those same types, so rows
-are what SQLAlchemy's row mappings would be.
+aiosqlite runs every call on its sqlite3 connection in a thread of its own, and each hand-over
+(queue the call, wake the thread, wake the event loop with the result) costs tens of
+microseconds. SQLAlchemy's execute path makes four or five a statement (cursor, execute,
+fetchall, cursor close, then the ROLLBACK of the check-in). Here a call is one: a lone
+statement, a write and its COMMIT, or a whole transaction (its statements, run by the same code
+as on the other drivers, and its COMMIT) is one function queued to that thread, as SQLAlchemy's
+own aiosqlite adapter queues its calls (aiosqlite's ``_execute`` and ``_conn``). The engine skips
+the check-in ROLLBACK when no transaction is open (`memory_tiers.long_term.engine`).
+
+Columns get the conversions SQLAlchemy's types would apply (SQLite keeps datetimes and JSON as
+text, booleans as integers), taken from those same types, so rows are what SQLAlchemy's row
+mappings would be.
 
 It is the SQLite counterpart of `memory_tiers.direct_sql.on_asyncpg`.
 """
@@ -13,7 +19,8 @@ It is the SQLite counterpart of `memory_tiers.direct_sql.on_asyncpg`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from memory_tiers.direct_sql.compiled import Compiled, DirectSQL, compile_statement
@@ -24,6 +31,11 @@ _CLOSED = ("no active connection", "connection closed")
 
 Row = dict[str, Any]
 _T = TypeVar("_T")
+InThread = Callable[[sqlite3.Connection, threading.Event], _T]
+
+
+class Abandoned(Exception):
+    """The caller of a transaction stopped waiting (cancelled) before it committed: rolled back."""
 
 
 class SqliteDirect(DirectSQL):
@@ -59,7 +71,10 @@ class SqliteDirect(DirectSQL):
             sqlalchemy.exc.DBAPIError: the statement failed (the connection is invalidated when
                 it is gone).
         """
-        return await self.call(lambda driver: fetch(self, driver, statement, params))
+        sql, args = self.bound(statement, params)
+        return await self._in_thread(
+            lambda connection, _: self.converted(statement, None, connection, sql, args)
+        )
 
     async def execute(
         self, statement: Any, params: Mapping[str, Any], column_keys: tuple[str, ...] | None = None
@@ -67,60 +82,115 @@ class SqliteDirect(DirectSQL):
         """Run one write ``statement`` for ``params`` and commit it (SQLite's driver begins the
         transaction at the write); an INSERT without ``VALUES`` binds ``column_keys``. Errors
         are raised as by `rows`."""
+        sql, args = self.bound(statement, params, column_keys)
 
-        async def write(driver: Any) -> None:
-            await fetch(self, driver, statement, params, column_keys)
-            await driver.commit()
+        def write(connection: sqlite3.Connection, abandoned: threading.Event) -> None:
+            _committed(connection, abandoned, lambda: connection.execute(sql, args))
 
-        await self.call(write)
+        await self._in_thread(write)
 
-    async def in_transaction(self, work: Callable[[SqliteStatements], Awaitable[_T]]) -> _T:
-        """``work`` in one transaction on a pooled connection (begun by SQLite's driver at the
-        first write, as on SQLAlchemy's path): committed when it returns; if it raises, the
-        check-in rolls it back. Errors are raised as by `rows`."""
+    async def in_transaction(self, work: Callable[[SqliteStatements], Coroutine[Any, Any, _T]]) -> _T:
+        """``work`` in one transaction (begun by SQLite's driver at the first write, as on
+        SQLAlchemy's path) and its COMMIT, all in one hop to the driver's thread; rolled back if
+        it raises, or if its caller stopped waiting before the COMMIT. ``work`` must await only
+        its statements (which run on the spot there). Errors are raised as by `rows`.
 
-        async def transaction(driver: Any) -> _T:
-            result = await work(SqliteStatements(self, driver))
-            await driver.commit()
+        Raises:
+            RuntimeError: ``work`` awaited something else (nothing was committed).
+        """
+
+        def transaction(connection: sqlite3.Connection, abandoned: threading.Event) -> _T:
+            statements = SqliteStatements(self, connection, abandoned)
+            return _committed(connection, abandoned, lambda: _completed(work(statements)))
+
+        return await self._in_thread(transaction)
+
+    async def _in_thread(self, function: InThread[_T]) -> _T:
+        """``function(sqlite3 connection, abandoned)`` run in the driver's thread, on a pooled
+        connection; ``abandoned`` is set once the caller stops waiting (cancelled)."""
+        abandoned = threading.Event()
+
+        async def hop(driver: Any) -> _T:
+            try:
+                result: _T = await driver._execute(function, driver._conn, abandoned)
+            except BaseException:
+                abandoned.set()  # what has not run yet never runs; nothing commits after this
+                raise
             return result
 
-        return await self.call(transaction)
+        return await self.call(hop)
+
+    def converted(
+        self,
+        statement: Any,
+        column_keys: tuple[str, ...] | None,
+        connection: sqlite3.Connection,
+        sql: str,
+        args: Sequence[Any],
+    ) -> list[Row]:
+        """The rows of ``sql`` (``statement`` bound) on ``connection``, keyed and converted as
+        SQLAlchemy would; in the driver's thread."""
+        records = connection.execute(sql, args).fetchall()
+        _, _, keys, processors = self.compiled(statement, column_keys)
+        rows = [dict(zip(keys, record, strict=True)) for record in records]
+        for key, process in processors:
+            for row in rows:
+                row[key] = process(row[key])
+        return rows
 
 
-async def fetch(
-    direct: SqliteDirect,
-    driver: Any,
-    statement: Any,
-    params: Mapping[str, Any],
-    column_keys: tuple[str, ...] | None = None,
-) -> list[Row]:
-    """One statement's rows on ``driver``, in one hop, converted as SQLAlchemy would."""
-    sql, args = direct.bound(statement, params, column_keys)
-    records = await driver.execute_fetchall(sql, args)
-    _, _, keys, processors = direct.compiled(statement, column_keys)
-    rows = [dict(zip(keys, record, strict=True)) for record in records]
-    for key, process in processors:
-        for row in rows:
-            row[key] = process(row[key])
-    return rows
+def _committed(connection: sqlite3.Connection, abandoned: threading.Event, body: Callable[[], _T]) -> _T:
+    """``body()`` then COMMIT; rolled back if it raised or the caller has gone."""
+    try:
+        result = body()
+        if abandoned.is_set():
+            raise Abandoned
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    return result
+
+
+def _completed(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coroutine`` to its end in this thread: it must never suspend (its awaits are
+    statements, which `SqliteStatements` runs on the spot)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("a direct SQLite transaction awaited something other than its statements")
 
 
 class SqliteStatements:
-    """`memory_tiers.long_term.statements.Statements` on an aiosqlite connection in a
-    transaction (`SqliteDirect.in_transaction`): one hop per statement execution."""
+    """`memory_tiers.long_term.statements.Statements` on the sqlite3 connection, in the driver's
+    thread, inside one transaction (`SqliteDirect.in_transaction`): each statement runs where it
+    is awaited. None runs once the caller has stopped waiting."""
 
-    def __init__(self, direct: SqliteDirect, connection: Any) -> None:
+    def __init__(
+        self, direct: SqliteDirect, connection: sqlite3.Connection, abandoned: threading.Event
+    ) -> None:
         self.direct = direct
         self._connection = connection
+        self._abandoned = abandoned
+
+    def _fetch(
+        self, statement: Any, params: Mapping[str, Any], column_keys: tuple[str, ...] | None = None
+    ) -> list[Row]:
+        if self._abandoned.is_set():
+            raise Abandoned
+        sql, args = self.direct.bound(statement, params, column_keys)
+        return self.direct.converted(statement, column_keys, self._connection, sql, args)
 
     async def rows(self, statement: Any, params: Mapping[str, Any]) -> list[Row]:
         """See `Statements.rows`."""
-        return await fetch(self.direct, self._connection, statement, params)
+        return self._fetch(statement, params)
 
     async def many(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> list[Row]:
         """See `Statements.many`: one execution per row (a turn stores a few facts)."""
         keys = tuple(rows[0])
         found: list[Row] = []
         for row in rows:
-            found += await fetch(self.direct, self._connection, statement, row, keys)
+            found += self._fetch(statement, row, keys)
         return found

@@ -62,6 +62,27 @@ def _enable_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.close()
 
 
+def _roll_back_open_transactions(engine: AsyncEngine) -> None:
+    """Roll back a connection checked in with a transaction open, and only then: the pool's
+    own reset rolls back every time, and on aiosqlite each ROLLBACK is a hop to the driver's
+    thread, as long as the statement it follows (SQLAlchemy's recipe for a custom reset, with
+    ``pool_reset_on_return=None``). SQLite itself says whether a transaction is open."""
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
+        # Not asyncio-safe: garbage collected outside the event loop, where the pool would not
+        # roll back either (the connection is discarded).
+        if reset_state.asyncio_safe and _in_transaction(record.driver_connection):
+            dbapi_connection.rollback()
+
+
+def _in_transaction(driver: Any) -> bool:
+    try:
+        return bool(driver.in_transaction)
+    except ValueError:  # closed (aiosqlite): nothing to roll back, as SQLAlchemy's adapter skips it
+        return False
+
+
 def create_engine(config: LongTermConfig, data_dir: Path) -> AsyncEngine:
     """Build (not connect) the async engine for the long-term tier."""
     url = make_url(long_term_url(config, data_dir))
@@ -76,6 +97,7 @@ def create_engine(config: LongTermConfig, data_dir: Path) -> AsyncEngine:
             # interleave; a pool of exactly one makes callers take turns.
             kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0)
         kwargs["connect_args"] = {"timeout": config.connect_timeout.total_seconds()}
+        kwargs["pool_reset_on_return"] = None  # `_roll_back_open_transactions` does it
     else:
         kwargs.update(
             pool_size=config.pool_size,
@@ -96,6 +118,7 @@ def create_engine(config: LongTermConfig, data_dir: Path) -> AsyncEngine:
         raise ConfigError(f"long_term.url: {exc}") from None
     if backend == "sqlite":
         _enable_sqlite_pragmas(engine, int(config.connect_timeout.total_seconds() * 1000))
+        _roll_back_open_transactions(engine)
     elif config.generic_plans:
         _force_generic_plans(engine)
     return engine

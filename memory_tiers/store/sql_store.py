@@ -364,8 +364,8 @@ class SqlStore(BaseStore):
     ) -> None:
         """A batch's one write (a put, a delete or a TTL refresh): one statement straight on the
         driver. On asyncpg it is sent outside a transaction, so PostgreSQL commits it by itself
-        (one round trip, not three); on aiosqlite it is one hop, the commit another and the
-        pool's check-in rollback a third, against SQLAlchemy's six or seven."""
+        (one round trip, not three); on aiosqlite the statement and its commit are one hop to
+        the driver's thread, against SQLAlchemy's six or seven."""
         ((statement, (row,), column_keys),) = self._writes.statements(user_id, now, plan.refresh, plan.writes)
         await driver.execute(statement, row, column_keys)
 

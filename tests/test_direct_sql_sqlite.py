@@ -17,9 +17,10 @@ import pytest
 from helpers import unique
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.util import greenlet_spawn
 
 from memory_tiers import FactCandidate, MemoryManager
-from memory_tiers.direct_sql.on_aiosqlite import SqliteDirect
+from memory_tiers.direct_sql.on_aiosqlite import Abandoned, SqliteDirect, _committed
 from memory_tiers.errors import BackendError, BackendUnavailableError
 from memory_tiers.long_term.consolidate import touch_once
 from memory_tiers.long_term.store import LongTermStore, _now
@@ -165,11 +166,23 @@ async def test_a_cancelled_read_does_not_hand_its_connection_out_again(store, mo
     assert len(opened) == 1
 
 
+async def _traced(store: LongTermStore) -> list[str]:
+    """The SQL the pool's one connection runs from now on (SQLite's trace callback)."""
+    sql: list[str] = []
+    pooled = await store.engine.raw_connection()
+    await pooled.driver_connection.set_trace_callback(sql.append)
+    await greenlet_spawn(pooled.close)
+    return sql
+
+
 async def test_a_transaction_whose_caller_gave_up_before_its_commit_is_rolled_back(store):
     # The whole transaction runs in the driver's thread, where a cancellation cannot reach: it
-    # goes on after its caller has given up, and must then not commit (nor run more statements).
-    user, thread = unique("alice"), unique("t")
+    # goes on after its caller has given up, and must then run no more statements nor commit.
+    user, thread, later_thread = unique("alice"), unique("t"), unique("t")
     touch = store._thread_touch(user, thread, None, _now())
+    later = store._thread_touch(user, later_thread, None, _now())
+    await store.thread_owner(thread)  # the pool's one connection, now idle
+    traced = await _traced(store)
     loop = asyncio.get_running_loop()
     written, gave_up = asyncio.Event(), threading.Event()
 
@@ -177,6 +190,7 @@ async def test_a_transaction_whose_caller_gave_up_before_its_commit_is_rolled_ba
         await touch_once(statements, touch)  # the registry row is written, not committed
         loop.call_soon_threadsafe(written.set)
         gave_up.wait(10)
+        await touch_once(statements, later)  # refused: the caller has gone
         return "done"
 
     transaction = asyncio.ensure_future(store._direct.in_transaction(work))
@@ -189,7 +203,38 @@ async def test_a_transaction_whose_caller_gave_up_before_its_commit_is_rolled_ba
     other = store._thread_touch(unique("bob"), unique("t"), None, _now())
     await store._direct.in_transaction(lambda statements: touch_once(statements, other))
     assert await store.thread_owner(thread) is None
+    assert await store.thread_owner(later_thread) is None
     assert store.engine.sync_engine.pool.checkedout() == 0
+    # The abandoned connection ran no second INSERT, and no COMMIT.
+    assert [sql.split()[0] for sql in traced[:3]] == ["BEGIN", "INSERT", "ROLLBACK"]
+
+
+async def test_a_connection_checked_in_mid_transaction_is_rolled_back_and_only_then(store, monkeypatch):
+    """The long-term engine's check-in rolls back only an open transaction (one hop saved a
+    call), and still rolls that one back."""
+    await store.thread_owner(unique("warm"))  # the pool's one connection, now idle
+    traced = await _traced(store)
+    pooled = await store.engine.raw_connection()
+    await pooled.driver_connection.execute("UPDATE mt_threads SET status = status")  # begins one
+    assert pooled.driver_connection.in_transaction
+    await greenlet_spawn(pooled.close)
+    assert traced[-1] == "ROLLBACK"
+    hop, hops = aiosqlite.Connection._execute, []
+
+    async def counted(self, fn, *args, **kwargs):
+        hops.append(fn)
+        return await hop(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    statement, params = _statements(store, unique("alice"), "topic1")[0]
+    await store._direct.rows(statement, params)
+    assert len(hops) == 1  # the read, and no ROLLBACK at its check-in
+    monkeypatch.undo()
+    pooled = await store.engine.raw_connection()
+    try:
+        assert not pooled.driver_connection.in_transaction
+    finally:
+        await greenlet_spawn(pooled.close)
 
 
 async def test_a_transaction_that_awaits_something_else_commits_nothing(store):
@@ -204,3 +249,23 @@ async def test_a_transaction_that_awaits_something_else_commits_nothing(store):
         await store._direct.in_transaction(work)
     assert await store.thread_owner(thread) is None
     assert store.engine.sync_engine.pool.checkedout() == 0
+
+
+def test_a_commit_is_not_begun_for_a_caller_gone_and_rolled_back_on_failure():
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE t (x)")
+    abandoned = threading.Event()
+
+    def write_then_fail():
+        connection.execute("INSERT INTO t VALUES (1)")
+        raise RuntimeError("fails after its write")
+
+    with pytest.raises(RuntimeError, match="after its write"):
+        _committed(connection, abandoned, write_then_fail)
+    assert not connection.in_transaction
+    abandoned.set()
+    ran = []
+    with pytest.raises(Abandoned):
+        _committed(connection, abandoned, lambda: ran.append(connection.execute("INSERT INTO t VALUES (2)")))
+    assert ran == []
+    assert connection.execute("SELECT count(*) FROM t").fetchone() == (0,)

@@ -10,7 +10,7 @@ and its commit included (`memory_tiers.direct_sql.on_aiosqlite`). `AsyncpgDirect
 `SqliteDirect` send the very same statements, built once by their owners and compiled once per
 statement by the engine's dialect (the same SQL and parameters, so asyncpg reuses one prepared
 statement per connection), on a connection checked out of the engine's own pool: so its pragmas,
-its check-in reset and its invalidation are SQLAlchemy's, as on every other path. Parameters get
+its check-in reset and its invalidation are the pool's, as on every other path. Parameters get
 the conversions SQLAlchemy's types would apply; driver errors are raised as SQLAlchemy's, so
 `translate_errors` turns them into memory_tiers errors as everywhere else, and a connection that
 broke is invalidated in the pool. What the direct path does not see is the engine's own

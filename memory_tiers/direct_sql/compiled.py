@@ -158,7 +158,8 @@ class DirectSQL(ABC):
         held.append(pooled)
         result = await_(operation(pooled.driver_connection))
         held.clear()
-        # Check-in resets the connection as SQLAlchemy does (a rollback on aiosqlite; asyncpg's
-        # transactions here end by asyncpg's own commit or rollback) and may close it.
+        # Check-in resets the connection as the engine's pool does (on the long-term engine's
+        # SQLite a rollback only if a transaction is open; asyncpg's transactions here end by
+        # asyncpg's own commit or rollback) and may close it.
         pooled.close()
         return result

@@ -5,9 +5,12 @@ aiosqlite runs every call on its sqlite3 connection in a thread of its own, and 
 microseconds. SQLAlchemy's execute path makes four or five a statement (cursor, execute,
 fetchall, cursor close, then the ROLLBACK of the check-in). Here a call is one: a lone
 statement, a write and its COMMIT, or a whole transaction (its statements, run by the same code
-as on the other drivers, and its COMMIT) is one function queued to that thread, as SQLAlchemy's
-own aiosqlite adapter queues its calls (aiosqlite's ``_execute`` and ``_conn``). The engine skips
-the check-in ROLLBACK when no transaction is open (`memory_tiers.long_term.engine`).
+as on the other drivers, and its COMMIT) is one function queued to that thread with
+aiosqlite's ``_execute``, on its sqlite3 connection ``_conn``: private, as the queue and the
+connection that SQLAlchemy's own aiosqlite adapter reaches into, so the dependency is pinned to
+aiosqlite's minor release (pyproject.toml) and the suite runs every path through it. The
+long-term engine also skips the check-in ROLLBACK when no transaction is open
+(`memory_tiers.long_term.engine`).
 
 Columns get the conversions SQLAlchemy's types would apply (SQLite keeps datetimes and JSON as
 text, booleans as integers), taken from those same types, so rows are what SQLAlchemy's row
@@ -140,7 +143,10 @@ class SqliteDirect(DirectSQL):
 
 
 def _committed(connection: sqlite3.Connection, abandoned: threading.Event, body: Callable[[], _T]) -> _T:
-    """``body()`` then COMMIT; rolled back if it raised or the caller has gone."""
+    """``body()`` then COMMIT; not begun if the caller has gone already, rolled back if it raised
+    or the caller went meanwhile."""
+    if abandoned.is_set():
+        raise Abandoned
     try:
         result = body()
         if abandoned.is_set():

@@ -69,10 +69,10 @@ def _roll_back_open_transactions(engine: AsyncEngine) -> None:
     ``pool_reset_on_return=None``). SQLite itself says whether a transaction is open."""
 
     @event.listens_for(engine.sync_engine, "reset")
-    def _on_reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
+    def _on_reset(dbapi_connection: Any, _record: Any, reset_state: Any) -> None:
         # Not asyncio-safe: garbage collected outside the event loop, where the pool would not
         # roll back either (the connection is discarded).
-        if reset_state.asyncio_safe and _in_transaction(record.driver_connection):
+        if reset_state.asyncio_safe and _in_transaction(dbapi_connection.driver_connection):
             dbapi_connection.rollback()
 
 

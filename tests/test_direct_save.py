@@ -10,11 +10,14 @@ import asyncio
 import threading
 from typing import Any
 
+import asyncpg
 import pytest
 from helpers import unique
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from memory_tiers import BackendError, FactCandidate, MemoryManager
+from memory_tiers.direct_sql.compiled import settle, settling
 from memory_tiers.long_term import store as store_module
 from memory_tiers.long_term.consolidate import Provenance
 from memory_tiers.long_term.store import LongTermStore
@@ -208,6 +211,67 @@ async def test_a_postgres_save_is_one_statement_and_a_cancelled_one_is_stopped_o
         outcome = await store.save_turn(user, provenance, candidates)
         assert len(outcome.fact_ids) == 1
         assert await store.thread_owner(thread) == user
+
+
+async def test_closing_the_manager_waits_for_a_cancelled_save_to_stop_on_the_server(
+    request: pytest.FixtureRequest, tmp_path: Any, postgres_url: str
+) -> None:
+    # The cancelled save (waiting for the user's lock, as above) is not awaited: the manager
+    # is closed at once. Disposing of the engine then must not cut the cancellation short
+    # (`direct_sql.settle`), or the statement would run on and commit once the lock is free.
+    from conftest import servers_config
+
+    user, thread = unique("alice"), unique("t")
+    candidates = [FactCandidate(attribute="likes", value="tea", message_id="m1")]
+    blocker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        async with MemoryManager(servers_config(request, tmp_path, postgres_url)) as manager:
+            # Taken once the manager is open: its checkpointer's setup waits for open transactions.
+            await blocker.execute("BEGIN")
+            await blocker.execute("SELECT pg_advisory_xact_lock(28020, hashtext($1))", user)
+            store = manager.long_term_store
+            save = asyncio.create_task(
+                store.save_turn(user, Provenance(thread_id=thread, checkpoint_id="c1"), candidates)
+            )
+            waiting = (
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND $1 = ANY(pg_blocking_pids(pid))"
+            )
+            while (pid := await blocker.fetchval(waiting, blocker.get_server_pid())) is None:
+                assert not save.done(), save
+                await asyncio.sleep(0.01)
+            save.cancel()
+            await asyncio.sleep(0)  # the save takes its cancellation and starts closing its connection
+        assert await blocker.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) == 0
+        with pytest.raises(asyncio.CancelledError):
+            await save
+        await blocker.execute("ROLLBACK")
+        owner = "SELECT count(*) FROM mt_threads WHERE thread_id = $1"
+        assert await blocker.fetchval(owner, thread) == 0
+    finally:
+        await blocker.close()
+
+
+async def test_settle_waits_for_every_pending_close_of_its_engine(tmp_path: Any) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    other = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'y.db'}")
+    loop = asyncio.get_running_loop()
+    first, second, elsewhere = loop.create_future(), loop.create_future(), loop.create_future()
+    for future in (first, second):
+        settling(engine, future)
+    settling(other, elsewhere)
+    settled = asyncio.ensure_future(settle(engine))
+    first.set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not settled.done()  # the second close is still pending
+    second.set_exception(OSError("a close that failed still counts as done"))
+    await asyncio.wait_for(settled, 5)
+    await asyncio.wait_for(settle(engine), 5)  # nothing pending: returns at once
+    assert not elsewhere.done()  # another engine's closes are not waited for
+    elsewhere.cancel()
+    await engine.dispose()
+    await other.dispose()
 
 
 @pytest.mark.parametrize("profile_change", [True, False], ids=["transaction", "one statement"])

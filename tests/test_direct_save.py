@@ -164,6 +164,24 @@ async def test_a_direct_save_interrupted_after_its_writes_leaves_nothing(
         assert (await store.get_profile(user)).document == {"lives_in": "Rome"}
 
 
+async def _save_waiting_for_the_users_lock(
+    blocker: Any, store: LongTermStore, user: str, provenance: Provenance, candidates: list[FactCandidate]
+) -> tuple[asyncio.Task[Any], int]:
+    """Take the user's write lock in a transaction on ``blocker`` (an asyncpg connection), start
+    a save of the user and return it once it waits for that lock, with its backend's pid."""
+    await blocker.execute("BEGIN")
+    await blocker.execute("SELECT pg_advisory_xact_lock(28020, hashtext($1))", user)
+    save = asyncio.create_task(store.save_turn(user, provenance, candidates))
+    waiting = (
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND $1 = ANY(pg_blocking_pids(pid))"
+    )
+    while (pid := await blocker.fetchval(waiting, blocker.get_server_pid())) is None:
+        assert not save.done(), save
+        await asyncio.sleep(0.01)
+    return save, pid
+
+
 @pytest.mark.parametrize("cancellations", [1, 2], ids=["cancelled", "cancelled twice"])
 async def test_a_postgres_save_is_one_statement_and_a_cancelled_one_is_stopped_on_the_server(
     request: pytest.FixtureRequest, tmp_path: Any, postgres_url: str, cancellations: int
@@ -183,16 +201,7 @@ async def test_a_postgres_save_is_one_statement_and_a_cancelled_one_is_stopped_o
         store = manager.long_term_store
         async with store.engine.connect() as blocker:
             driver = (await blocker.get_raw_connection()).driver_connection
-            await driver.execute("BEGIN")
-            await driver.execute("SELECT pg_advisory_xact_lock(28020, hashtext($1))", user)
-            save = asyncio.create_task(store.save_turn(user, provenance, candidates))
-            waiting = (
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                "AND $1 = ANY(pg_blocking_pids(pid))"
-            )
-            while (pid := await driver.fetchval(waiting, driver.get_server_pid())) is None:
-                assert not save.done(), save
-                await asyncio.sleep(0.01)
+            save, pid = await _save_waiting_for_the_users_lock(driver, store, user, provenance, candidates)
             opened: list[object] = []
             event.listen(store.engine.sync_engine, "connect", lambda conn, record: opened.append(conn))
             for _ in range(cancellations):
@@ -227,19 +236,13 @@ async def test_closing_the_manager_waits_for_a_cancelled_save_to_stop_on_the_ser
     try:
         async with MemoryManager(servers_config(request, tmp_path, postgres_url)) as manager:
             # Taken once the manager is open: its checkpointer's setup waits for open transactions.
-            await blocker.execute("BEGIN")
-            await blocker.execute("SELECT pg_advisory_xact_lock(28020, hashtext($1))", user)
-            store = manager.long_term_store
-            save = asyncio.create_task(
-                store.save_turn(user, Provenance(thread_id=thread, checkpoint_id="c1"), candidates)
+            save, pid = await _save_waiting_for_the_users_lock(
+                blocker,
+                manager.long_term_store,
+                user,
+                Provenance(thread_id=thread, checkpoint_id="c1"),
+                candidates,
             )
-            waiting = (
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                "AND $1 = ANY(pg_blocking_pids(pid))"
-            )
-            while (pid := await blocker.fetchval(waiting, blocker.get_server_pid())) is None:
-                assert not save.done(), save
-                await asyncio.sleep(0.01)
             save.cancel()
             await asyncio.sleep(0)  # the save takes its cancellation and starts closing its connection
         assert await blocker.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) == 0

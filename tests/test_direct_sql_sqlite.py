@@ -118,7 +118,7 @@ async def _break_idle_connection(store: LongTermStore) -> None:
     pool, as a connection lost while idle is: the next call on it finds it gone."""
     pooled = await store.engine.raw_connection()
     await pooled.driver_connection.close()
-    pooled.close()
+    await greenlet_spawn(pooled.close)
 
 
 async def test_a_connection_that_broke_is_not_reused(store):

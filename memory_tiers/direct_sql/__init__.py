@@ -14,8 +14,8 @@ its check-in reset and its invalidation are the pool's, as on every other path. 
 the conversions SQLAlchemy's types would apply; driver errors are raised as SQLAlchemy's, so
 `translate_errors` turns them into memory_tiers errors as everywhere else, and a connection that
 broke is invalidated in the pool. What the direct path does not see is the engine's own
-execution events and options
-(``before_cursor_execute`` listeners, an ``isolation_level`` execution option).
+execution events and options (``before_cursor_execute`` listeners, an ``isolation_level``
+execution option).
 
 Statements with IN lists that SQLAlchemy would expand are refused: their text changes with the
 list (the hot path's statements take arrays, or JSON arrays on SQLite, instead).

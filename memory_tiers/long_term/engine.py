@@ -63,10 +63,11 @@ def _enable_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
 
 def _roll_back_open_transactions(engine: AsyncEngine) -> None:
-    """Roll back a connection checked in with a transaction open, and only then: the pool's
-    own reset rolls back every time, and on aiosqlite each ROLLBACK is a hop to the driver's
-    thread, as long as the statement it follows (SQLAlchemy's recipe for a custom reset, with
-    ``pool_reset_on_return=None``). SQLite itself says whether a transaction is open."""
+    """Roll back a connection checked in with a transaction open, and only then. The pool's own
+    reset rolls back every time, and on aiosqlite each ROLLBACK is a hop to the driver's thread
+    that costs as much as a lone read itself. This is SQLAlchemy's recipe for a custom reset
+    (a ``reset`` listener with ``pool_reset_on_return=None``); SQLite itself says whether a
+    transaction is open."""
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_connection: Any, _record: Any, reset_state: Any) -> None:

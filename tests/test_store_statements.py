@@ -149,6 +149,32 @@ async def test_driver_errors_on_the_direct_path_are_translated(postgres_store, m
     assert (await alice.aget(("n",), "k")).value == {"v": 1}  # the connection was fine
 
 
+async def test_a_server_still_starting_up_makes_the_direct_path_unavailable(migrated_postgres_url):
+    """During a restart PostgreSQL refuses connections with 57P03, which SQLAlchemy's
+    ``engine.connect()`` wraps; a check-out on the direct path must too, so the caller sees the
+    tier unavailable (and may retry), not a bare driver error."""
+    starting = [True]
+    plain_url = migrated_postgres_url.replace("postgresql+asyncpg", "postgresql")
+
+    async def connect() -> asyncpg.Connection:
+        if starting[0]:
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+        return await asyncpg.connect(plain_url)
+
+    engine = create_async_engine(migrated_postgres_url, async_creator=connect)
+    alice = SqlStore(engine, StoreConfig(), ids=IdKeysConfig()).for_user(unique("alice"))
+    try:
+        with pytest.raises(BackendUnavailableError, match="starting up"):
+            await alice.aget(("n",), "k")
+        with pytest.raises(BackendUnavailableError, match="starting up"):
+            await alice.aput(("n",), "k", {"v": 1})
+        starting[0] = False
+        await alice.aput(("n",), "k", {"v": 1})
+        assert (await alice.aget(("n",), "k")).value == {"v": 1}
+    finally:
+        await engine.dispose()
+
+
 async def test_a_connection_that_broke_is_not_reused(postgres_store, migrated_postgres_url):
     alice = postgres_store.for_user(unique("alice"))
     await alice.aput(("n",), "k", {"v": 1})

@@ -136,8 +136,8 @@ class DirectSQL(ABC):
         try:
             return await greenlet_spawn(self._call_in_greenlet, operation, held)
         except BaseException as exc:
-            if not held:  # the check-out or the check-in failed: SQLAlchemy's error, as it is
-                raise
+            if not held:  # the check-out or the check-in failed
+                raise self._unconnected_error(exc) from exc
             pooled = held[0]
             error = self._driver_error(exc)
             # As SQLAlchemy decides: a lost connection, or a call cut short (cancelled), is not
@@ -152,6 +152,20 @@ class DirectSQL(ABC):
                     None, None, error, self._error_base, connection_invalidated=broken
                 ) from exc
             raise  # OSError, TimeoutError, CancelledError: `translate_errors` knows them
+
+    def _unconnected_error(self, exc: BaseException) -> BaseException:
+        """What a failed check-out or check-in raises: a driver error (a server starting up
+        refuses to connect with one) wrapped as ``engine.connect()`` wraps it, else ``exc``."""
+        dialect = self.engine.dialect
+        if not isinstance(exc, dialect.loaded_dbapi.Error):
+            return exc
+        return DBAPIError.instance(
+            None,
+            None,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=dialect.is_disconnect(exc, None, None),  # type: ignore[arg-type]
+        )
 
     def _call_in_greenlet(self, operation: Callable[[Any], Awaitable[_T]], held: list[Any]) -> _T:
         pooled = self.engine.sync_engine.raw_connection()

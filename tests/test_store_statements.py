@@ -191,6 +191,29 @@ async def test_a_connection_that_broke_is_not_reused(postgres_store, migrated_po
     assert (await alice.aget(("n",), "k")).value == {"v": 1}  # on a new connection
 
 
+async def test_a_lost_connection_retires_the_pools_other_connections_of_its_time(migrated_postgres_url):
+    """When the server goes away every pooled connection is gone with it. As SQLAlchemy does on
+    a disconnect, a connection the direct path finds lost retires all the pool held then, so
+    the caller's next call (its retry) runs on a new connection, not on the next dead one."""
+    engine = create_async_engine(migrated_postgres_url, pool_size=2, max_overflow=0)
+    alice = SqlStore(engine, StoreConfig(), ids=IdKeysConfig()).for_user(unique("alice"))
+    admin = await asyncpg.connect(migrated_postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await alice.aput(("n",), "k", {"v": 1})
+        async with engine.connect() as first, engine.connect() as second:  # both pooled, idle after
+            raw = [await conn.get_raw_connection() for conn in (first, second)]
+            pids = [connection.driver_connection.get_server_pid() for connection in raw]
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", pids)
+        with pytest.raises(BackendUnavailableError):
+            await alice.aget(("n",), "k")
+        assert (await alice.aget(("n",), "k")).value == {"v": 1}
+        async with engine.connect() as conn:  # SQLAlchemy's own path is not handed a dead one either
+            assert await conn.scalar(select(items.c.key).where(items.c.key == "k")) == "k"
+    finally:
+        await admin.close()
+        await engine.dispose()
+
+
 async def test_a_lone_put_or_delete_is_one_statement_straight_on_the_driver(
     store, migrated_sql_url, monkeypatch
 ):

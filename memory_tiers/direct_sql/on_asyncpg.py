@@ -65,7 +65,13 @@ class AsyncpgDirect(DirectSQL):
 
     async def _abandon(self, pooled: Any, exc: BaseException) -> None:
         driver = pooled.driver_connection
-        if isinstance(exc, Exception) or driver.is_closed():
+        if driver.is_closed():
+            # Lost: the server or the network went away, taking the pool's other connections of
+            # its time with it. As SQLAlchemy does on a disconnect, every connection made before
+            # now is replaced at its next check-out, so a retry does not meet the next dead one.
+            self.engine.sync_engine.pool._invalidate(pooled, exc)
+            return
+        if isinstance(exc, Exception):
             pooled.invalidate(exc)
             return
         # Cut short (cancelled) mid-statement: asyncpg has sent the server a cancel request, and

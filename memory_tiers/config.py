@@ -348,10 +348,10 @@ class LongTermConfig(_Section):
         "hung server cannot hang a turn; schema upgrades run under it too; null: no bound",
     )
     generic_plans: bool = Field(
-        default=False,
+        default=True,
         description="postgres: the library's connections plan each prepared statement once "
         "(SET plan_cache_mode = force_generic_plan on connecting) instead of letting PostgreSQL "
-        "re-plan it on every call; faster turns, slower range and prefix scans",
+        "re-plan it on every call; false: PostgreSQL's own choice (plan_cache_mode = auto)",
     )
     retries: int = Field(
         default=2,

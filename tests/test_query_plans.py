@@ -1,10 +1,11 @@
-"""With long_term.generic_plans, PostgreSQL plans the library's prepared statements once per
-connection.
+"""PostgreSQL plans the library's prepared statements once per connection (long_term.generic_plans,
+on by default), and the statements whose plan depends on their values are planned for them.
 
 With PostgreSQL's default ``plan_cache_mode = auto``, a statement whose first calls were for a
 user with few rows can keep a custom plan, planned again on every call (0.3 ms a load here).
 PostgreSQL counts the plans of each prepared statement in ``pg_prepared_statements``, which is
-what these tests read.
+what these tests read; the plans themselves are read with auto_explain (which a superuser may load
+into a session).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from helpers import unique
+from langgraph.store.base import PutOp
 
 from memory_tiers import FactCandidate, MemoryManager
 
@@ -50,15 +53,15 @@ async def _load_plans(manager: MemoryManager) -> tuple[int, int]:
     return sum(r["generic_plans"] for r in rows), sum(r["custom_plans"] for r in rows)
 
 
-async def test_with_generic_plans_the_load_is_planned_once_not_on_every_call(postgres_url, tmp_path):
-    async with MemoryManager(_config(postgres_url, tmp_path, generic_plans=True)) as manager:
+async def test_by_default_the_load_is_planned_once_not_on_every_call(postgres_url, tmp_path):
+    async with MemoryManager(_config(postgres_url, tmp_path)) as manager:
         generic, custom = await _load_plans(manager)
     assert custom == 0
     assert generic >= LOADS
 
 
-async def test_by_default_postgres_plans_the_load_anew_at_least_five_times(postgres_url, tmp_path):
-    async with MemoryManager(_config(postgres_url, tmp_path)) as manager:
+async def test_without_generic_plans_postgres_plans_the_load_anew_at_least_five_times(postgres_url, tmp_path):
+    async with MemoryManager(_config(postgres_url, tmp_path, generic_plans=False)) as manager:
         _, custom = await _load_plans(manager)
     # Under `auto` PostgreSQL plans at least the first five calls of a statement each anew
     # (then keeps doing so if the custom plans look cheaper, as they do for a user with few rows
@@ -69,12 +72,75 @@ async def test_by_default_postgres_plans_the_load_anew_at_least_five_times(postg
 async def test_the_setting_outlives_the_pools_rollback_on_check_in(postgres_url, tmp_path):
     """It is a SET once connected (PgBouncer refuses it as a startup parameter), so a check-in's
     rollback must not undo it."""
-    async with MemoryManager(_config(postgres_url, tmp_path, generic_plans=True)) as manager:
+    async with MemoryManager(_config(postgres_url, tmp_path)) as manager:
         engine = manager.long_term_store.engine
         for _ in range(3):  # the same pooled connection, checked in and out again
             async with engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 assert await driver.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+
+
+async def _prepared_plans(engine: Any, statement_start: str) -> tuple[int, int]:
+    """The (generic, custom) plans of the prepared statements starting with ``statement_start``
+    on the engine's one pooled connection."""
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        rows = await driver.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE $1",
+            statement_start.replace("_", "\\_") + "%",
+        )
+    assert rows, f"no statement {statement_start!r} was prepared on the pooled connection"
+    return sum(r["generic_plans"] for r in rows), sum(r["custom_plans"] for r in rows)
+
+
+async def test_the_sweep_and_retentions_idle_scan_are_planned_for_their_cutoff(postgres_url, tmp_path):
+    """Under generic plans a cutoff's range is planned for a third of the table, which may scan
+    all of it: these run in the background, one round trip more buys a plan for the value."""
+    async with MemoryManager(_config(postgres_url, tmp_path)) as manager:
+        engine = manager.long_term_store.engine
+        for _ in range(2):
+            await manager.store.sweep_expired()
+            await manager.long_term.registry.idle(
+                namespaces=None, exclude=[], before=datetime.now(UTC), limit=10
+            )
+        assert await _prepared_plans(engine, "DELETE FROM mt_store_items") == (0, 2)
+        assert await _prepared_plans(engine, "SELECT mt_threads.") == (0, 2)
+        # The statements after them on the connection are planned once again.
+        assert (await _load_plans(manager))[1] == 0
+
+
+async def test_a_generic_plan_bounds_a_prefix_search_by_the_prefix_and_filters_on_bound_values(
+    postgres_url, tmp_path
+):
+    """The prefix is an equality and a bytewise range, which a plan made before the values are
+    known can use, once PostgreSQL has statistics that say a user holds many items; a LIKE
+    pattern it cannot (it only filters the user's items: here, mostly todos). A filter's values
+    are bound as jsonb: a cast of a bound text would be parsed again on every row it filters."""
+    async with MemoryManager(_config(postgres_url, tmp_path)) as manager:
+        store = manager.store.for_user(unique("user"))
+        for namespace in [("notes",), ("notes", "music"), ("notes-old",)]:
+            await store.aput(namespace, "k", {"n": 1})
+        await store.abatch([PutOp(("todo",), f"k{i}", {"n": i}) for i in range(1000)])
+        async with manager.long_term_store.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            logged: list[str] = []
+            driver.add_log_listener(lambda _, message: logged.append(message.message))
+            await driver.execute(
+                "ANALYZE mt_store_items; LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+                "SET client_min_messages = log; SET enable_seqscan = off"  # an index scan, then
+            )
+        try:
+            found = await store.asearch(("notes",), filter={"n": 1})
+            assert sorted(item.namespace for item in found) == [("notes",), ("notes", "music")]
+        finally:
+            async with manager.long_term_store.engine.connect() as conn:
+                await (await conn.get_raw_connection()).driver_connection.execute("RESET ALL")
+    [plan] = [message for message in logged if "FROM mt_store_items" in message]
+    exact = r"Index Cond: .*user_id.* AND \(namespace = \(\$\d+\)"
+    below = r"Index Cond: .*user_id.* AND \(namespace >= \(\$\d+\).* AND \(namespace < \(\$\d+\)"
+    assert re.search(exact, plan) and re.search(below, plan), plan
+    [filtered] = [line for line in plan.splitlines() if "Filter:" in line]
+    assert re.search(r"\(value -> \(\$\d+\)::text\) = \$\d+\)", filtered), filtered
 
 
 @pytest.mark.parametrize(("users", "observations"), [(1, 210), (20, 100)])
@@ -111,7 +177,7 @@ async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(
             logged: list[str] = []
             driver.add_log_listener(lambda _, message: logged.append(message.message))
             await driver.execute(
-                "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+                "ANALYZE mt_store_items; LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
                 "SET auto_explain.log_nested_statements = on; SET auto_explain.log_analyze = on; "
                 "SET client_min_messages = log"
             )

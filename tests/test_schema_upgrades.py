@@ -122,6 +122,7 @@ SEEDS = {
     "0006": seed_0005,  # 0006 only rewrote search texts and added an index: the same rows
     "0007": seed_0005,  # 0007 only dropped the full-text indexes
     "0008": seed_0005,  # 0008 only dropped an index
+    "0009": seed_0005,  # 0009 only added a function
 }
 
 
@@ -281,3 +282,38 @@ async def test_0009_adds_the_consolidation_function_to_postgres_and_a_downgrade_
     assert await consolidate_functions(empty_engine) == 0
     await migrate.upgrade(empty_engine)  # and up again
     assert await consolidate_functions(empty_engine) == (1 if postgres else 0)
+
+
+async def store_namespace_collation(engine: AsyncEngine) -> str | None:
+    """The collation of the store's namespace column; None: the database's (always on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    async with engine.connect() as conn:
+        return (
+            await conn.execute(
+                text(
+                    "SELECT collation_name FROM information_schema.columns "
+                    "WHERE table_name = 'mt_store_items' AND column_name = 'namespace'"
+                )
+            )
+        ).scalar()
+
+
+async def test_0010_makes_store_namespaces_bytewise_on_postgres_and_a_downgrade_restores_them(empty_engine):
+    user = unique("alice")
+    postgres = empty_engine.dialect.name == "postgresql"
+    await migrate.upgrade(empty_engine, "0009")
+    await seed_0005(empty_engine, user)  # an item in ("notes", "music")
+    assert await store_namespace_collation(empty_engine) is None
+
+    await migrate.upgrade(empty_engine)
+    assert await store_namespace_collation(empty_engine) == ("C" if postgres else None)
+    items = SqlStore(empty_engine, StoreConfig(), ids=IdKeysConfig()).for_user(user)
+    await items.aput(("notes-old",), "k2", {"text": "beside the prefix, not below it"})
+    [found] = await items.asearch(("notes",))
+    assert (found.namespace, found.key) == (("notes", "music"), "k1")
+
+    async with empty_engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.downgrade(migrate._alembic_config(sync), "0009"))
+    assert await store_namespace_collation(empty_engine) is None
+    assert [item.key for item in await items.asearch(("notes",))] == ["k1"]  # right either way

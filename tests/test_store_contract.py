@@ -399,6 +399,18 @@ async def test_like_wildcards_and_case_in_labels_match_literally(store):
     assert await store.alist_namespaces(suffix=("user_%",)) == [("user_%",)]
 
 
+async def test_a_prefix_holds_whole_labels_below_it_not_the_texts_that_sort_beside_it(store):
+    # "a-b", "a!" and "a" + "\x01" lie between "a" and "a/" bytewise, the range a search is
+    # bounded by; "aé" and "a/" just past it. Only the prefix and its descendants match.
+    beside = [("a-b",), ("a!",), ("a\x01",), ("aé",), ("a/",), ("é-a",)]
+    below = [("a",), ("a", "b"), ("a", "é"), ("a", "-", "c"), ("é",), ("é", "a")]
+    await put_all(store, [(ns, "key", {}) for ns in beside + below])
+    assert {item.namespace for item in await store.asearch(("a",))} == set(below[:4])
+    assert {item.namespace for item in await store.asearch(("é",))} == set(below[4:])
+    assert await store.alist_namespaces(prefix=("a",)) == sorted(below[:4])
+    assert await store.alist_namespaces(prefix=("é",), max_depth=1) == [("é",)]
+
+
 # -- search ---------------------------------------------------------------------------------
 
 DOCS = [

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from memory_tiers.config import LongTermConfig
@@ -141,3 +141,16 @@ def _force_generic_plans(engine: AsyncEngine) -> None:
         cursor.execute("SET plan_cache_mode = force_generic_plan")
         cursor.close()
         dbapi_connection.autocommit = autocommit
+
+
+async def plan_for_values(conn: AsyncConnection) -> None:
+    """PostgreSQL: plan the statements of ``conn``'s transaction for the values they are given.
+
+    For a range whose width decides the plan (the store's TTL sweep, ``expires_at <= now``;
+    retention's ``last_active_at < cutoff``): a generic plan (``long_term.generic_plans``, or a
+    role's ``plan_cache_mode``) is made for a third of the table and may scan all of it where the
+    index finds the few rows due. ``SET LOCAL`` ends with the transaction; one round trip, for
+    statements that run in the background. SQLite plans every statement for its values.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")

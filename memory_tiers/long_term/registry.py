@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_tiers.errors import InvalidIdentifierError, OwnershipError, UsageError
 from memory_tiers.long_term.consolidate import insert_for
+from memory_tiers.long_term.engine import plan_for_values
 from memory_tiers.long_term.models import ThreadRecord
 from memory_tiers.long_term.schema import threads
 from memory_tiers.store.items import check_value
@@ -290,6 +291,7 @@ class ThreadRegistry:
         )
         with translate_errors(TIER, self.masked_url):
             async with self.engine.connect() as conn:
+                await plan_for_values(conn)
                 rows = (await conn.execute(stmt)).mappings().all()
         return [ThreadRecord.model_validate(dict(row)) for row in rows]
 

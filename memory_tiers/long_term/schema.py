@@ -154,7 +154,8 @@ store_items = Table(
     "mt_store_items",
     metadata,
     Column("user_id", String(ID), primary_key=True),
-    Column("namespace", Text, primary_key=True),
+    # Bytewise on PostgreSQL (migration 0010), as SQLite's text is: prefix searches are ranges.
+    Column("namespace", Text().with_variant(Text(collation="C"), "postgresql"), primary_key=True),
     Column("key", Text, primary_key=True),
     Column("value", Document, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),

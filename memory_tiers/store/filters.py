@@ -24,7 +24,6 @@ shape.
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 import re
@@ -143,7 +142,7 @@ class _PostgresJson:
         return case((self._type(path) == "string", compare(text, value)), else_=false())
 
     def equals_json(self, path: Path, compare: Compare, value: Any) -> ColumnElement[bool]:
-        return func.coalesce(self._node(path) == cast(value, JSONB), false(), type_=Boolean)
+        return func.coalesce(self._node(path) == value, false(), type_=Boolean)
 
 
 class _SqliteJson:
@@ -194,7 +193,7 @@ class _SqliteJson:
 
 # The type each test's value is bound as, per dialect (None: the column's or the value's).
 _BIND_TYPES: dict[str, dict[str, Any]] = {
-    "postgresql": {"number": Numeric, "string": Text, "equals_json": Text},
+    "postgresql": {"number": Numeric, "string": Text, "equals_json": JSONB},
     "sqlite": {"is_bool": Text, "string": Text},
 }
 
@@ -265,8 +264,10 @@ class _Parser:
             _check_document(value, where, depth=0)
         if self.postgres:
             # jsonb equality is this module's: numbers by value and only numbers, strings
-            # bytewise, booleans, documents structurally; one lookup, no cast, per row.
-            self.leaf("equals_json", path, "$eq", json.dumps(value, allow_nan=False))
+            # bytewise, booleans, documents structurally; one lookup, no cast, per row. Bound
+            # as jsonb: a text cast to jsonb in the query would be parsed again for every row
+            # under a generic plan, which knows no value to fold the cast into.
+            self.leaf("equals_json", path, "$eq", value)
         elif isinstance(value, bool):
             self.leaf("is_bool", path, "$eq", "true" if value else "false")
         elif isinstance(value, int | float):

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from langgraph.store.base import MatchCondition
-from sqlalchemy import ColumnElement, Select, Text, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Select, Text, and_, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from memory_tiers.store.errors import InvalidStoreNamespaceError, StoreArgumentError
 
 SEPARATOR = "."
 WILDCARD = "*"
+_AFTER_SEPARATOR = chr(ord(SEPARATOR) + 1)  # "/": bytewise, every "prefix." string sorts below "prefix/"
 _MATCH_TYPES = ("prefix", "suffix")
 
 
@@ -87,41 +88,50 @@ def from_text(text: str) -> tuple[str, ...]:
 # -- matching in SQL ----------------------------------------------------------------------
 
 
-def _escape_like(text: str) -> str:
-    # The escape character first, so the backslashes added for % and _ stay single.
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+class PrefixBinds(NamedTuple):
+    """The values `under_prefix_of` binds for a prefix."""
+
+    text: str  # the prefix itself
+    lower: str  # where the namespaces below it start, bytewise: the prefix and a separator
+    upper: str  # where they end: the prefix and the byte after the separator
 
 
-def _escape_glob(text: str) -> str:
-    # GLOB has no ESCAPE clause: metacharacters are wrapped in a one-character class.
-    return text.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")
+def prefix_binds(prefix: tuple[str, ...]) -> PrefixBinds:
+    """The `PrefixBinds` of ``prefix``.
 
-
-def prefix_patterns(prefix: tuple[str, ...], dialect: str) -> tuple[str, str]:
-    """The two values `under_prefix_of` binds for ``prefix``: its text, and its descendants'
-    LIKE (PostgreSQL) or GLOB (SQLite) pattern, metacharacters escaped."""
+    Example:
+        >>> prefix_binds(("memories", "50%"))
+        PrefixBinds(text='memories.50%', lower='memories.50%.', upper='memories.50%/')
+    """
     text = to_text(prefix)
-    if dialect == "postgresql":
-        return text, _escape_like(text) + ".%"
-    return text, _escape_glob(text) + ".*"
+    return PrefixBinds(text, text + SEPARATOR, text + _AFTER_SEPARATOR)
 
 
 def under_prefix_of(
-    column: ColumnElement[str], text: ColumnElement[str], pattern: ColumnElement[str], dialect: str
+    column: ColumnElement[str],
+    text: ColumnElement[str],
+    lower: ColumnElement[str],
+    upper: ColumnElement[str],
+    dialect: str,
 ) -> ColumnElement[bool]:
-    """``column`` is the prefix ``text`` or below it, given the `prefix_patterns` as parameters.
+    """``column`` is the prefix ``text`` or below it, given the `prefix_binds` as parameters.
 
-    PostgreSQL's LIKE is case-sensitive; SQLite's is not for ASCII, so SQLite uses GLOB (as
-    LangGraph's SqliteStore does).
+    Exactly so, with no pattern to escape: bytewise, a text from ``lower`` (the prefix and
+    ``"."``) up to ``upper`` (the prefix and ``"/"``, the byte after ``"."``) starts with the
+    prefix and then ``"."``; ``"a-b"`` sorts below ``"a."``. Both terms bound an index scan,
+    even in a plan made before the values are known (PostgreSQL's generic plans), which a LIKE
+    pattern does not. PostgreSQL compares in the "C" collation, the column's own since migration
+    0010, so its primary key serves the ranges whatever the database's collation; SQLite's
+    default is bytewise.
     """
-    postgres = dialect == "postgresql"
-    return or_(column == text, column.like(pattern, escape="\\") if postgres else column.op("GLOB")(pattern))
+    bytewise = column.collate("C") if dialect == "postgresql" else column
+    return or_(bytewise == text, and_(bytewise >= lower, bytewise < upper))
 
 
 def under_prefix(column: ColumnElement[str], prefix: tuple[str, ...], dialect: str) -> ColumnElement[bool]:
     """``column`` is ``prefix`` or a namespace below it (whole labels, case-sensitive, bound)."""
-    text, pattern = prefix_patterns(prefix, dialect)
-    return under_prefix_of(column, bindparam(None, text), bindparam(None, pattern), dialect)
+    binds = (bindparam(None, value) for value in prefix_binds(prefix))
+    return under_prefix_of(column, *binds, dialect)
 
 
 def literal_head(path: tuple[str, ...]) -> tuple[str, ...]:

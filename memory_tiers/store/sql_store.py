@@ -43,6 +43,7 @@ from memory_tiers.context import read_id, resolve_ids
 from memory_tiers.direct_sql import direct_sql
 from memory_tiers.errors import BackendError, ConfigError, UsageError
 from memory_tiers.ids import validate_id
+from memory_tiers.long_term.engine import plan_for_values
 from memory_tiers.long_term.schema import store_items as items
 from memory_tiers.observability import get_logger
 from memory_tiers.store import items as checks
@@ -209,6 +210,7 @@ class SqlStore(BaseStore):
         stmt = delete(items).where(items.c.expires_at.is_not(None), items.c.expires_at <= self._now())
         with translate_errors(TIER, self._masked_url):
             async with self.engine.begin() as conn:
+                await plan_for_values(conn)
                 result = await conn.execute(stmt)
         return int(result.rowcount or 0)
 

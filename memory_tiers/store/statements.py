@@ -22,7 +22,8 @@ from memory_tiers.store.filters import FilterShape, build_terms
 
 USER, NOW = "s_user", "s_now"
 NAMESPACE, KEY, PAIRS = "s_namespace", "s_key", "s_pairs"
-PREFIX, PATTERN, LIMIT, OFFSET = "s_prefix", "s_pattern", "s_limit", "s_offset"
+PREFIX_BINDS = namespaces.PrefixBinds("s_prefix", "s_prefix_lower", "s_prefix_upper")  # their names
+LIMIT, OFFSET = "s_limit", "s_offset"
 SEARCH_SHAPES = 256  # filter shapes kept per store: a graph uses a handful
 GET_CHUNK = 500  # (namespace, key) pairs per SELECT: two bind parameters each
 COLUMNS = (
@@ -96,7 +97,7 @@ class StoreStatements:
         prefix = (
             [
                 namespaces.under_prefix_of(
-                    items.c.namespace, bindparam(PREFIX), bindparam(PATTERN), self.dialect
+                    items.c.namespace, *(bindparam(name) for name in PREFIX_BINDS), self.dialect
                 )
             ]
             if under_prefix
@@ -115,5 +116,5 @@ class StoreStatements:
         """The prefix and page parameters of a search (the filter binds its own)."""
         params: dict[str, Any] = {LIMIT: limit, OFFSET: offset}
         if prefix:
-            params[PREFIX], params[PATTERN] = namespaces.prefix_patterns(prefix, self.dialect)
+            params.update(zip(PREFIX_BINDS, namespaces.prefix_binds(prefix), strict=True))
         return params

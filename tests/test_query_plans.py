@@ -35,22 +35,28 @@ def _config(postgres_url: str, tmp_path: Any, **long_term: Any) -> dict[str, Any
     }
 
 
+async def _prepared_plans(engine: Any, statement_start: str) -> tuple[int, int]:
+    """The (generic, custom) plans of the prepared statements starting with ``statement_start``
+    on the engine's one pooled connection."""
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        if driver.get_server_version() < (14,):
+            pytest.skip("pg_prepared_statements counts plans from PostgreSQL 14 on")
+        rows = await driver.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE $1",
+            statement_start.replace("_", "\\_") + "%",
+        )
+    assert rows, f"no statement {statement_start!r} was prepared on the pooled connection"
+    return sum(r["generic_plans"] for r in rows), sum(r["custom_plans"] for r in rows)
+
+
 async def _load_plans(manager: MemoryManager) -> tuple[int, int]:
     """The (generic, custom) plans PostgreSQL made for the load's SELECT, after LOADS loads of a
     user with no facts."""
     user = unique("newcomer")
     for turn in range(LOADS):
         await manager.long_term.load_context(user, f"{user}-thread", f"what do I like, turn {turn}?")
-    async with manager.long_term_store.engine.connect() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        if driver.get_server_version() < (14,):
-            pytest.skip("pg_prepared_statements counts plans from PostgreSQL 14 on")
-        rows = await driver.fetch(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-            "WHERE statement LIKE 'SELECT CAST(mt_profiles.document AS TEXT)%'"
-        )
-    assert rows, "the load's SELECT was not prepared on the pooled connection"
-    return sum(r["generic_plans"] for r in rows), sum(r["custom_plans"] for r in rows)
+    return await _prepared_plans(manager.long_term_store.engine, "SELECT CAST(mt_profiles.document AS TEXT)")
 
 
 async def test_by_default_the_load_is_planned_once_not_on_every_call(postgres_url, tmp_path):
@@ -78,19 +84,6 @@ async def test_the_setting_outlives_the_pools_rollback_on_check_in(postgres_url,
             async with engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 assert await driver.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
-
-
-async def _prepared_plans(engine: Any, statement_start: str) -> tuple[int, int]:
-    """The (generic, custom) plans of the prepared statements starting with ``statement_start``
-    on the engine's one pooled connection."""
-    async with engine.connect() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        rows = await driver.fetch(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE $1",
-            statement_start.replace("_", "\\_") + "%",
-        )
-    assert rows, f"no statement {statement_start!r} was prepared on the pooled connection"
-    return sum(r["generic_plans"] for r in rows), sum(r["custom_plans"] for r in rows)
 
 
 async def test_the_sweep_and_retentions_idle_scan_are_planned_for_their_cutoff(postgres_url, tmp_path):

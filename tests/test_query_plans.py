@@ -170,7 +170,7 @@ async def test_a_saves_replay_check_probes_its_keys_not_the_users_history(
             logged: list[str] = []
             driver.add_log_listener(lambda _, message: logged.append(message.message))
             await driver.execute(
-                "ANALYZE mt_store_items; LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+                "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
                 "SET auto_explain.log_nested_statements = on; SET auto_explain.log_analyze = on; "
                 "SET client_min_messages = log"
             )

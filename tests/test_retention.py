@@ -14,8 +14,9 @@ from test_threads import log_graph, run_turns, states
 
 from memory_tiers import MemoryManager
 from memory_tiers.long_term.schema import threads
+from memory_tiers.working import pruning
 from memory_tiers.working.chain import checkpoint_info, load_thread, plan_prune
-from memory_tiers.working.pruning import read_chains
+from memory_tiers.working.pruning import prune_threads, read_chains
 
 
 def with_retention(config: dict[str, Any], **retention: Any) -> dict[str, Any]:
@@ -219,6 +220,59 @@ async def test_a_thread_active_again_since_the_scan_is_left_alone(checkpointer_c
 
     assert report.archived == 0
     assert record.status == "active" and len(state.values["messages"]) == 4
+
+
+async def _write_keys(saver: Any, thread: str) -> set[str]:
+    """The keys of a thread's pending writes in a Redis checkpointer."""
+    keys = saver._redis.scan_iter(f"checkpoint_write:{thread}:*", count=1000)
+    return {key.decode() if isinstance(key, bytes) else key async for key in keys}
+
+
+@pytest.mark.parametrize("reply_size", [None, 4], ids=["one-search", "replies-too-small"])
+async def test_redis_pruning_finds_the_pruned_checkpoints_writes_in_batched_searches(
+    redis_stack_url, tmp_path, monkeypatch, reply_size
+):
+    if reply_size is not None:  # a reply holds 4 writes: the search is paged
+        monkeypatch.setattr(pruning, "_REDIS_MAX_WRITES", reply_size)
+    alice, thread = unique("alice"), unique("t")
+    config = {"data_dir": str(tmp_path / "data"), "working": {"backend": "redis", "url": redis_stack_url}}
+    async with MemoryManager(config) as manager:
+        graph = log_graph(manager, ask=True)
+        for answer in "abcd":
+            await graph.ainvoke({"turns": 0}, turn_config(alice, thread))
+            await graph.ainvoke(Command(resume=answer), turn_config(alice, thread))
+        await graph.ainvoke({"turns": 0}, turn_config(alice, thread))  # waits for an answer
+        before = await states(graph, alice, thread)
+        saver = manager.checkpointer.inner
+        writes_before = await _write_keys(saver, thread)
+        plan = plan_prune((await read_chains(saver, [thread]))[thread], keep_last=1)
+        index, searches = saver.checkpoint_writes_index, []
+        search = index.search
+
+        async def counted(query: Any) -> Any:
+            searches.append(query)
+            return await search(query)
+
+        monkeypatch.setattr(index, "search", counted)
+        pruned = await prune_threads(saver, {thread: plan})
+        monkeypatch.undo()
+        after = await states(graph, alice, thread)
+        writes_after = await _write_keys(saver, thread)
+        resumed = await graph.ainvoke(Command(resume="e"), turn_config(alice, thread))
+
+    def checkpoint_of(key: str) -> str:
+        return key.split(":")[3]  # checkpoint_write:<thread>:<ns>:<checkpoint>:<task>:<idx>
+
+    doomed = plan.delete[""]
+    assert pruned == len(doomed) == len(before) - len(after) and 0 < len(doomed) < 100
+    assert {checkpoint_of(key) for key in writes_before} & doomed, "pruned checkpoints must have writes"
+    assert writes_after == {key for key in writes_before if checkpoint_of(key) not in doomed}
+    assert after == {cid: before[cid] for cid in after}
+    if reply_size is None:
+        assert len(searches) == 1  # LangGraph's aprune searches once per checkpoint
+    else:
+        assert len(searches) == -(-len(writes_before - writes_after) // reply_size)  # one per page
+    assert resumed["log"][-1] == "turn-5:e"
 
 
 @pytest.mark.parametrize("keep_last", [0, -1])

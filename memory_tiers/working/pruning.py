@@ -41,7 +41,8 @@ TIER = "working"
 ThreadChains = dict[str, dict[str, dict[str, CheckpointInfo]]]  # thread -> namespace -> id -> info
 Reader = Callable[[BaseCheckpointSaver[Any], Sequence[str]], Awaitable[ThreadChains]]
 Pruner = Callable[[BaseCheckpointSaver[Any], Mapping[str, PrunePlan]], Awaitable[int]]
-_REDIS_MAX_WRITES = 10_000  # writes of one checkpoint fetched per query (one task writes a few)
+_REDIS_MAX_WRITES = 10_000  # writes fetched per search (one task writes a few per checkpoint)
+_REDIS_IDS_PER_SEARCH = 100  # checkpoints whose writes one search finds
 
 
 @dataclass(frozen=True)
@@ -311,31 +312,16 @@ async def _prune_redis(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
     # newest N when it runs, so a turn written since the plan would push out a checkpoint the
     # plan keeps (the start of a delta channel's chain). Keys as ``aprune`` builds them; channel
     # values are inline in the checkpoint documents.
-    from langgraph.checkpoint.redis.util import from_storage_safe_str, to_storage_safe_id
-    from redisvl.query import FilterQuery
-    from redisvl.query.filter import Tag
-
     keys: list[str] = []
     for thread_id, plan in plans.items():
-        for ns, ids in plan.delete.items():
-            for cid in sorted(ids):
-                keys.append(saver._make_redis_checkpoint_key(thread_id, ns, cid))
-                writes = await saver.checkpoint_writes_index.search(
-                    FilterQuery(
-                        filter_expression=(Tag("thread_id") == to_storage_safe_id(thread_id))
-                        & (Tag("checkpoint_id") == to_storage_safe_id(cid)),
-                        return_fields=["checkpoint_ns", "task_id", "idx"],
-                        num_results=_REDIS_MAX_WRITES,
-                    )
-                )
-                keys += [
-                    saver._make_redis_checkpoint_writes_key(
-                        thread_id, from_storage_safe_str(doc.checkpoint_ns), cid, doc.task_id, int(doc.idx)
-                    )
-                    for doc in writes.docs
-                ]
-                if saver._key_registry:
-                    keys.append(saver._key_registry.make_write_keys_zset_key(thread_id, ns, cid))
+        doomed = [(ns, cid) for ns, ids in plan.delete.items() for cid in sorted(ids)]
+        for ns, cid in doomed:
+            keys.append(saver._make_redis_checkpoint_key(thread_id, ns, cid))
+            if saver._key_registry:
+                keys.append(saver._key_registry.make_write_keys_zset_key(thread_id, ns, cid))
+        ids = sorted({cid for _, cid in doomed})
+        for start in range(0, len(ids), _REDIS_IDS_PER_SEARCH):
+            keys += await _redis_write_keys(saver, thread_id, ids[start : start + _REDIS_IDS_PER_SEARCH])
     if saver.cluster_mode:
         for key in keys:
             await saver._redis.delete(key)
@@ -345,6 +331,39 @@ async def _prune_redis(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
             pipeline.delete(key)
         await pipeline.execute()
     return sum(plan.checkpoints for plan in plans.values())
+
+
+async def _redis_write_keys(saver: Any, thread_id: str, checkpoint_ids: Sequence[str]) -> list[str]:
+    """The keys of the pending writes of a thread's checkpoints, found by one search (``aprune``
+    makes one per checkpoint), paged when they outnumber a reply."""
+    from langgraph.checkpoint.redis.util import from_storage_safe_str, to_storage_safe_id
+    from redisvl.query import FilterQuery
+    from redisvl.query.filter import Tag
+
+    stored = {to_storage_safe_id(cid): cid for cid in checkpoint_ids}
+    query = FilterQuery(
+        filter_expression=(Tag("thread_id") == to_storage_safe_id(thread_id))
+        & (Tag("checkpoint_id") == list(stored)),
+        return_fields=["checkpoint_ns", "checkpoint_id", "task_id", "idx"],
+        num_results=_REDIS_MAX_WRITES,
+    )
+    # Paging is stable here: only a thread's latest checkpoint gets new writes, and it is kept.
+    docs: list[Any] = []
+    while True:
+        found = await saver.checkpoint_writes_index.search(query.paging(len(docs), _REDIS_MAX_WRITES))
+        docs += found.docs
+        if not found.docs or len(docs) >= found.total:
+            break
+    return [
+        saver._make_redis_checkpoint_writes_key(
+            thread_id,
+            from_storage_safe_str(doc.checkpoint_ns),
+            stored[doc.checkpoint_id],
+            doc.task_id,
+            int(doc.idx),
+        )
+        for doc in docs
+    ]
 
 
 # -- dispatch ----------------------------------------------------------------------------------

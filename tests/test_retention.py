@@ -232,8 +232,8 @@ async def _write_keys(saver: Any, thread: str) -> set[str]:
 async def test_redis_pruning_finds_the_pruned_checkpoints_writes_in_batched_searches(
     redis_stack_url, tmp_path, monkeypatch, reply_size
 ):
-    if reply_size is not None:  # a reply holds 4 writes: the search is paged
-        monkeypatch.setattr(pruning, "_REDIS_MAX_WRITES", reply_size)
+    if reply_size is not None:  # a reply holds 4 documents: the reads and searches are paged
+        monkeypatch.setattr(pruning, "_REDIS_PAGE", reply_size)
     alice, thread = unique("alice"), unique("t")
     config = {"data_dir": str(tmp_path / "data"), "working": {"backend": "redis", "url": redis_stack_url}}
     async with MemoryManager(config) as manager:

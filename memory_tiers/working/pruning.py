@@ -30,10 +30,8 @@ from memory_tiers.working.chain import (
     SENDS_IN_CHECKPOINT,
     CheckpointInfo,
     PrunePlan,
-    checkpoint_info,
     delta_channels,
     is_saver,
-    load_thread,
 )
 
 TIER = "working"
@@ -41,7 +39,14 @@ TIER = "working"
 ThreadChains = dict[str, dict[str, dict[str, CheckpointInfo]]]  # thread -> namespace -> id -> info
 Reader = Callable[[BaseCheckpointSaver[Any], Sequence[str]], Awaitable[ThreadChains]]
 Pruner = Callable[[BaseCheckpointSaver[Any], Mapping[str, PrunePlan]], Awaitable[int]]
-_REDIS_MAX_WRITES = 10_000  # writes fetched per search (one task writes a few per checkpoint)
+_REDIS_PAGE = 1000  # documents (checkpoints or pending writes) fetched per search
+_REDIS_CHECKPOINT_FIELDS = [
+    "checkpoint_ns",
+    "checkpoint_id",
+    "parent_checkpoint_id",
+    "$.checkpoint",
+    "$.metadata",
+]
 _REDIS_IDS_PER_SEARCH = 100  # checkpoints whose writes one search finds
 
 
@@ -298,13 +303,49 @@ async def _prune_postgres(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
 # -- Redis -------------------------------------------------------------------------------------
 
 
-async def _read_full(saver: BaseCheckpointSaver[Any], thread_ids: Sequence[str]) -> ThreadChains:
-    # AsyncRedisSaver keeps values inline in its JSON documents: its own listing is the reader.
+async def _read_redis(saver: Any, thread_ids: Sequence[str]) -> ThreadChains:
+    # One search per thread returns its checkpoint documents, as ``alist`` reads them, but
+    # their channel values stay JSON (only their names are needed) and no pending writes or
+    # sends are loaded. Sorted by id, so paging through a long thread is stable.
+    from langgraph.checkpoint.redis.util import (
+        from_storage_safe_id,
+        from_storage_safe_str,
+        to_storage_safe_id,
+    )
+    from redisvl.query import FilterQuery
+    from redisvl.query.filter import Tag
+
     chains = _chains(thread_ids)
     for thread_id in thread_ids:
-        for ns, chain in (await load_thread(saver, thread_id)).items():
-            chains[thread_id][ns] = {cid: checkpoint_info(tup) for cid, tup in chain.items()}
+        query = FilterQuery(
+            filter_expression=Tag("thread_id") == to_storage_safe_id(thread_id),
+            return_fields=_REDIS_CHECKPOINT_FIELDS,
+            num_results=_REDIS_PAGE,
+            sort_by=("checkpoint_id", "ASC"),
+        )
+        for doc in await _redis_search_all(saver.checkpoints_index, query):
+            checkpoint = json.loads(doc["$.checkpoint"])
+            metadata = getattr(doc, "$.metadata", None)
+            info = CheckpointInfo(
+                id=from_storage_safe_id(doc.checkpoint_id),
+                parent=from_storage_safe_id(doc.parent_checkpoint_id) or None,
+                format=int(checkpoint.get("v", SENDS_IN_CHECKPOINT)),
+                channel_versions=dict(checkpoint.get("channel_versions") or {}),
+                delta_channels=delta_channels(json.loads(metadata) if metadata else None),
+                holds=frozenset(checkpoint.get("channel_values") or ()),
+            )
+            chains[thread_id].setdefault(from_storage_safe_str(doc.checkpoint_ns), {})[info.id] = info
     return chains
+
+
+async def _redis_search_all(index: Any, query: Any) -> list[Any]:
+    """Every document ``query`` finds in ``index``, a page of `_REDIS_PAGE` per search."""
+    docs: list[Any] = []
+    while True:
+        found = await index.search(query.paging(len(docs), _REDIS_PAGE))
+        docs += found.docs
+        if not found.docs or len(docs) >= found.total:
+            return docs
 
 
 async def _prune_redis(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
@@ -345,15 +386,10 @@ async def _redis_write_keys(saver: Any, thread_id: str, checkpoint_ids: Sequence
         filter_expression=(Tag("thread_id") == to_storage_safe_id(thread_id))
         & (Tag("checkpoint_id") == list(stored)),
         return_fields=["checkpoint_ns", "checkpoint_id", "task_id", "idx"],
-        num_results=_REDIS_MAX_WRITES,
+        num_results=_REDIS_PAGE,
     )
-    # Paging is stable here: only a thread's latest checkpoint gets new writes, and it is kept.
-    docs: list[Any] = []
-    while True:
-        found = await saver.checkpoint_writes_index.search(query.paging(len(docs), _REDIS_MAX_WRITES))
-        docs += found.docs
-        if not found.docs or len(docs) >= found.total:
-            break
+    # Paging is stable: only a thread's latest checkpoint gets new writes, and it is kept.
+    docs = await _redis_search_all(saver.checkpoint_writes_index, query)
     return [
         saver._make_redis_checkpoint_writes_key(
             thread_id,
@@ -372,7 +408,7 @@ _BACKENDS: dict[str, _Backend] = {
     "InMemorySaver": _Backend(_read_memory, _prune_memory),  # type: ignore[arg-type]
     "AsyncSqliteSaver": _Backend(_read_sqlite, _prune_sqlite),
     "AsyncPostgresSaver": _Backend(_read_postgres, _prune_postgres),
-    "AsyncRedisSaver": _Backend(_read_full, _prune_redis),
+    "AsyncRedisSaver": _Backend(_read_redis, _prune_redis),
 }
 
 

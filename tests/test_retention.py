@@ -14,7 +14,7 @@ from test_threads import log_graph, run_turns, states
 
 from memory_tiers import MemoryManager
 from memory_tiers.long_term.schema import threads
-from memory_tiers.working import pruning
+from memory_tiers.working import redis_saver
 from memory_tiers.working.chain import checkpoint_info, load_thread, plan_prune
 from memory_tiers.working.pruning import prune_threads, read_chains
 
@@ -233,7 +233,7 @@ async def test_redis_pruning_finds_the_pruned_checkpoints_writes_in_batched_sear
     redis_stack_url, tmp_path, monkeypatch, reply_size
 ):
     if reply_size is not None:  # a reply holds 4 documents: the reads and searches are paged
-        monkeypatch.setattr(pruning, "_REDIS_PAGE", reply_size)
+        monkeypatch.setattr(redis_saver, "PAGE", reply_size)
     alice, thread = unique("alice"), unique("t")
     config = {"data_dir": str(tmp_path / "data"), "working": {"backend": "redis", "url": redis_stack_url}}
     async with MemoryManager(config) as manager:

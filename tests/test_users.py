@@ -320,15 +320,13 @@ async def test_a_forget_that_crashed_part_way_is_finished_by_the_next(
         assert_all_there(await probe(manager, backend, bob), bob)
 
 
-BATCH_FAMILIES = [family for family in FAMILIES if family.id != "redis-checkpointer"]
-
-
-@pytest.mark.parametrize(("memory_config", "backend"), BATCH_FAMILIES, indirect=["memory_config"])
+@pytest.mark.parametrize(("memory_config", "backend"), FAMILIES, indirect=["memory_config"])
 async def test_forget_deletes_all_threads_at_once_and_their_heads_in_one_call(
     config: dict[str, Any], backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not a delete per thread (LangGraph's ``adelete_thread``): one statement on PostgreSQL, one
-    commit on SQLite, and one call (one DEL on Redis) for the fencing heads of all the threads."""
+    commit on SQLite, two searches a thread on the Redis checkpointer (its writes, then its
+    checkpoints), and one call (one DEL on Redis) for the fencing heads of all the threads."""
     async with MemoryManager(config) as manager:
         alice, bob = await two_people(manager)
         saver, heads = manager.checkpointer.inner, manager.checkpointer.fence.heads
@@ -363,6 +361,15 @@ async def test_forget_deletes_all_threads_at_once_and_their_heads_in_one_call(
                 await real_commit()
 
             monkeypatch.setattr(saver.conn, "commit", commit)
+        searches: list[str] = []
+        if backend == "redis":
+            for index in (saver.checkpoint_writes_index, saver.checkpoints_index):
+
+                async def search(query: Any, index: Any = index, real: Any = index.search) -> Any:
+                    searches.append(index.name)
+                    return await real(query)
+
+                monkeypatch.setattr(index, "search", search)
         redis_dels: list[tuple[Any, ...]] = []
         client = manager.session_store.client
         if isinstance(heads, RedisHeads):
@@ -383,6 +390,9 @@ async def test_forget_deletes_all_threads_at_once_and_their_heads_in_one_call(
             assert len(statements) == 1 and statements[0].startswith("WITH writes AS (DELETE"), statements
         if backend == "sqlite":
             assert len(commits) == 1
+        if backend == "redis":
+            writes, checkpoints = saver.checkpoint_writes_index.name, saver.checkpoints_index.name
+            assert searches == [writes, checkpoints] * len(alice.threads)
         if isinstance(heads, RedisHeads):  # the postgres+redis family
             assert [set(keys) for keys in redis_dels] == [
                 {manager.session_store.keys.thread_heads(t) for t in alice.threads}

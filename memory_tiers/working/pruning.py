@@ -39,15 +39,6 @@ TIER = "working"
 ThreadChains = dict[str, dict[str, dict[str, CheckpointInfo]]]  # thread -> namespace -> id -> info
 Reader = Callable[[BaseCheckpointSaver[Any], Sequence[str]], Awaitable[ThreadChains]]
 Pruner = Callable[[BaseCheckpointSaver[Any], Mapping[str, PrunePlan]], Awaitable[int]]
-_REDIS_PAGE = 1000  # documents (checkpoints or pending writes) fetched per search
-_REDIS_CHECKPOINT_FIELDS = [
-    "checkpoint_ns",
-    "checkpoint_id",
-    "parent_checkpoint_id",
-    "$.checkpoint",
-    "$.metadata",
-]
-_REDIS_IDS_PER_SEARCH = 100  # checkpoints whose writes one search finds
 
 
 @dataclass(frozen=True)
@@ -304,102 +295,15 @@ async def _prune_postgres(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
 
 
 async def _read_redis(saver: Any, thread_ids: Sequence[str]) -> ThreadChains:
-    # One search per thread returns its checkpoint documents, as ``alist`` reads them, but
-    # their channel values stay JSON (only their names are needed) and no pending writes or
-    # sends are loaded. Sorted by id, so paging through a long thread is stable.
-    from langgraph.checkpoint.redis.util import (
-        from_storage_safe_id,
-        from_storage_safe_str,
-        to_storage_safe_id,
-    )
-    from redisvl.query import FilterQuery
-    from redisvl.query.filter import Tag
+    from memory_tiers.working import redis_saver
 
-    chains = _chains(thread_ids)
-    for thread_id in thread_ids:
-        query = FilterQuery(
-            filter_expression=Tag("thread_id") == to_storage_safe_id(thread_id),
-            return_fields=_REDIS_CHECKPOINT_FIELDS,
-            num_results=_REDIS_PAGE,
-            sort_by=("checkpoint_id", "ASC"),
-        )
-        for doc in await _redis_search_all(saver.checkpoints_index, query):
-            checkpoint = json.loads(doc["$.checkpoint"])
-            metadata = getattr(doc, "$.metadata", None)
-            info = CheckpointInfo(
-                id=from_storage_safe_id(doc.checkpoint_id),
-                parent=from_storage_safe_id(doc.parent_checkpoint_id) or None,
-                format=int(checkpoint.get("v", SENDS_IN_CHECKPOINT)),
-                channel_versions=dict(checkpoint.get("channel_versions") or {}),
-                delta_channels=delta_channels(json.loads(metadata) if metadata else None),
-                holds=frozenset(checkpoint.get("channel_values") or ()),
-            )
-            chains[thread_id].setdefault(from_storage_safe_str(doc.checkpoint_ns), {})[info.id] = info
-    return chains
-
-
-async def _redis_search_all(index: Any, query: Any) -> list[Any]:
-    """Every document ``query`` finds in ``index``, a page of `_REDIS_PAGE` per search."""
-    docs: list[Any] = []
-    while True:
-        found = await index.search(query.paging(len(docs), _REDIS_PAGE))
-        docs += found.docs
-        if not found.docs or len(docs) >= found.total:
-            return docs
+    return {thread_id: await redis_saver.read_chain(saver, thread_id) for thread_id in thread_ids}
 
 
 async def _prune_redis(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
-    # The plan's own checkpoints, not the saver's ``aprune(keep_last=N)``: that counts the
-    # newest N when it runs, so a turn written since the plan would push out a checkpoint the
-    # plan keeps (the start of a delta channel's chain). Keys as ``aprune`` builds them; channel
-    # values are inline in the checkpoint documents.
-    keys: list[str] = []
-    for thread_id, plan in plans.items():
-        doomed = [(ns, cid) for ns, ids in plan.delete.items() for cid in sorted(ids)]
-        for ns, cid in doomed:
-            keys.append(saver._make_redis_checkpoint_key(thread_id, ns, cid))
-            if saver._key_registry:
-                keys.append(saver._key_registry.make_write_keys_zset_key(thread_id, ns, cid))
-        ids = sorted({cid for _, cid in doomed})
-        for start in range(0, len(ids), _REDIS_IDS_PER_SEARCH):
-            keys += await _redis_write_keys(saver, thread_id, ids[start : start + _REDIS_IDS_PER_SEARCH])
-    if saver.cluster_mode:
-        for key in keys:
-            await saver._redis.delete(key)
-    else:
-        pipeline = saver._redis.pipeline()
-        for key in keys:
-            pipeline.delete(key)
-        await pipeline.execute()
-    return sum(plan.checkpoints for plan in plans.values())
+    from memory_tiers.working import redis_saver
 
-
-async def _redis_write_keys(saver: Any, thread_id: str, checkpoint_ids: Sequence[str]) -> list[str]:
-    """The keys of the pending writes of a thread's checkpoints, found by one search (``aprune``
-    makes one per checkpoint), paged when they outnumber a reply."""
-    from langgraph.checkpoint.redis.util import from_storage_safe_str, to_storage_safe_id
-    from redisvl.query import FilterQuery
-    from redisvl.query.filter import Tag
-
-    stored = {to_storage_safe_id(cid): cid for cid in checkpoint_ids}
-    query = FilterQuery(
-        filter_expression=(Tag("thread_id") == to_storage_safe_id(thread_id))
-        & (Tag("checkpoint_id") == list(stored)),
-        return_fields=["checkpoint_ns", "checkpoint_id", "task_id", "idx"],
-        num_results=_REDIS_PAGE,
-    )
-    # Paging is stable: only a thread's latest checkpoint gets new writes, and it is kept.
-    docs = await _redis_search_all(saver.checkpoint_writes_index, query)
-    return [
-        saver._make_redis_checkpoint_writes_key(
-            thread_id,
-            from_storage_safe_str(doc.checkpoint_ns),
-            stored[doc.checkpoint_id],
-            doc.task_id,
-            int(doc.idx),
-        )
-        for doc in docs
-    ]
+    return await redis_saver.prune(saver, plans)
 
 
 # -- dispatch ----------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ async def delete_checkpoints(checkpointer: OwnershipGuardedSaver, thread_id: str
 
 # -- many threads at once ------------------------------------------------------------------------
 # The savers' own tables and dictionaries, as memory_tiers/working/pruning.py uses them: each
-# backend removes every row of a batch of threads in one go.
+# backend removes every row of a batch of threads in one go (Redis: by search, thread by thread).
 
 
 async def _delete_memory(saver: Any, thread_ids: Sequence[str]) -> None:
@@ -145,11 +145,18 @@ async def _delete_postgres(saver: Any, thread_ids: Sequence[str]) -> None:
         await cur.execute(_PG_DELETE_THREADS, {"batch": list(thread_ids)})
 
 
+async def _delete_redis(saver: Any, thread_ids: Sequence[str]) -> None:
+    from memory_tiers.working import redis_saver
+
+    await redis_saver.delete_threads(saver, thread_ids)
+
+
 BatchDelete = Callable[[Any, Sequence[str]], Awaitable[None]]
 _BATCH_DELETES: dict[str, BatchDelete] = {
     "InMemorySaver": _delete_memory,
     "AsyncSqliteSaver": _delete_sqlite,
     "AsyncPostgresSaver": _delete_postgres,
+    "AsyncRedisSaver": _delete_redis,
 }
 
 
@@ -158,9 +165,11 @@ async def delete_threads(checkpointer: OwnershipGuardedSaver, thread_ids: Sequen
     (cached owners, fencing heads), as `delete_checkpoints` of each thread would.
 
     In batches of `THREAD_BATCH`: on InMemorySaver, AsyncSqliteSaver and AsyncPostgresSaver a
-    batch is one delete (one pass, one transaction, one statement) followed by one
-    `OwnershipGuardedSaver.forget_owners`; other savers (AsyncRedisSaver deletes in capped
-    batches) go thread by thread through `delete_checkpoints`. A batch's owners and heads are
+    batch is one delete (one pass, one transaction, one statement), on AsyncRedisSaver a
+    search and a pipeline of deletes per thousand documents of each thread
+    (memory_tiers/working/redis_saver.py); each batch is followed by one
+    `OwnershipGuardedSaver.forget_owners`; other savers go thread by thread through
+    `delete_checkpoints`. A batch's owners and heads are
     forgotten only once its checkpoints are gone, so a call that failed part way is finished by
     calling it again with the same threads.
 

@@ -1,0 +1,160 @@
+"""AsyncRedisSaver's documents read and deleted by search, for retention and ``users.forget``.
+
+The saver's own ``alist``, ``aprune`` and ``adelete_thread`` read too much or too little for
+them: ``alist`` deserializes every channel value and loads every pending write; ``aprune``
+makes one search per checkpoint for its writes; ``adelete_thread`` takes at most 10,000
+checkpoints and 10,000 writes a call. Here a thread's chain is one search of its checkpoint
+documents (their values left as JSON), a plan's writes one search per hundred checkpoints, a
+deleted thread one search per thousand documents, with keys built by the saver's own methods
+(the layout of the langgraph-checkpoint-redis version this project pins). Channel values are
+inline in the checkpoint documents: deleting a checkpoint deletes its values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from langgraph.checkpoint.redis.util import from_storage_safe_id, from_storage_safe_str, to_storage_safe_id
+from redisvl.query import FilterQuery
+from redisvl.query.filter import FilterExpression, Tag
+
+from memory_tiers.working.chain import SENDS_IN_CHECKPOINT, CheckpointInfo, PrunePlan, delta_channels
+
+PAGE = 1000
+"""Documents (checkpoints or pending writes) one search returns."""
+IDS_PER_SEARCH = 100
+"""Checkpoints whose pending writes one search finds."""
+_CHECKPOINT_FIELDS = ["checkpoint_ns", "checkpoint_id", "parent_checkpoint_id", "$.checkpoint", "$.metadata"]
+
+InfoChains = dict[str, dict[str, CheckpointInfo]]  # namespace -> checkpoint id -> info
+
+
+def _of_thread(thread_id: str) -> FilterExpression:
+    return Tag("thread_id") == to_storage_safe_id(thread_id)
+
+
+async def _search_all(index: Any, query: FilterQuery) -> list[Any]:
+    """Every document ``query`` finds, a `PAGE` per search; stable while the matches stay put
+    (the query sorts, or only documents nobody writes any more match)."""
+    docs: list[Any] = []
+    while True:
+        found = await index.search(query.paging(len(docs), PAGE))
+        docs += found.docs
+        if not found.docs or len(docs) >= found.total:
+            return docs
+
+
+async def _delete(saver: Any, keys: Sequence[str]) -> None:
+    """Delete ``keys``: one pipeline, or key by key on a Cluster (as the saver's methods do)."""
+    if saver.cluster_mode:
+        for key in keys:
+            await saver._redis.delete(key)
+    elif keys:
+        pipeline = saver._redis.pipeline()
+        for key in keys:
+            pipeline.delete(key)
+        await pipeline.execute()
+
+
+async def read_chain(saver: Any, thread_id: str) -> InfoChains:
+    """The thread's checkpoints as `CheckpointInfo` records, by namespace: one search a `PAGE`
+    (sorted by id), channel values parsed as JSON only, no pending writes or sends loaded."""
+    query = FilterQuery(
+        filter_expression=_of_thread(thread_id),
+        return_fields=_CHECKPOINT_FIELDS,
+        num_results=PAGE,
+        sort_by=("checkpoint_id", "ASC"),
+    )
+    chains: InfoChains = {}
+    for doc in await _search_all(saver.checkpoints_index, query):
+        checkpoint = json.loads(doc["$.checkpoint"])
+        metadata = getattr(doc, "$.metadata", None)
+        info = CheckpointInfo(
+            id=from_storage_safe_id(doc.checkpoint_id),
+            parent=from_storage_safe_id(doc.parent_checkpoint_id) or None,
+            format=int(checkpoint.get("v", SENDS_IN_CHECKPOINT)),
+            channel_versions=dict(checkpoint.get("channel_versions") or {}),
+            delta_channels=delta_channels(json.loads(metadata) if metadata else None),
+            holds=frozenset(checkpoint.get("channel_values") or ()),
+        )
+        chains.setdefault(from_storage_safe_str(doc.checkpoint_ns), {})[info.id] = info
+    return chains
+
+
+async def prune(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
+    """Delete each plan's checkpoints with their pending writes and write registries (the plan's
+    own checkpoints, not ``aprune(keep_last=N)``'s: that counts the newest N when it runs, so a
+    turn written since the plan would push out a checkpoint the plan keeps). Returns how many
+    checkpoints went."""
+    keys: list[str] = []
+    for thread_id, plan in plans.items():
+        doomed = [(ns, cid) for ns, ids in plan.delete.items() for cid in sorted(ids)]
+        for ns, cid in doomed:
+            keys.append(saver._make_redis_checkpoint_key(thread_id, ns, cid))
+            if saver._key_registry:
+                keys.append(saver._key_registry.make_write_keys_zset_key(thread_id, ns, cid))
+        ids = sorted({cid for _, cid in doomed})
+        for start in range(0, len(ids), IDS_PER_SEARCH):
+            keys += await _write_keys(saver, thread_id, ids[start : start + IDS_PER_SEARCH])
+    await _delete(saver, keys)
+    return sum(plan.checkpoints for plan in plans.values())
+
+
+async def _write_keys(saver: Any, thread_id: str, checkpoint_ids: Sequence[str]) -> list[str]:
+    """The keys of the pending writes of some of a thread's checkpoints: one search (``aprune``
+    makes one per checkpoint), paged; stable, as only a thread's latest checkpoint gets new
+    writes, and a plan keeps it."""
+    query = FilterQuery(
+        filter_expression=_of_thread(thread_id)
+        & (Tag("checkpoint_id") == [to_storage_safe_id(cid) for cid in checkpoint_ids]),
+        return_fields=["checkpoint_id"],
+        num_results=PAGE,
+    )
+    return [doc.id for doc in await _search_all(saver.checkpoint_writes_index, query)]
+
+
+async def delete_threads(saver: Any, thread_ids: Sequence[str]) -> None:
+    """Delete every checkpoint, pending write, write registry and latest-checkpoint pointer of
+    the threads, whatever their number (``adelete_thread`` takes 10,000 of each a call).
+
+    Each search takes the first `PAGE` documents left and deletes them (by the key it returns),
+    until one finds no more than it returned: no offsets for a concurrent write to shift, and
+    every round deletes what it found. Writes go first, so a run that stopped part way leaves
+    checkpoints, which the next run finds."""
+    for thread_id in thread_ids:
+        writes = FilterQuery(
+            filter_expression=_of_thread(thread_id), return_fields=["checkpoint_id"], num_results=PAGE
+        )
+        await _delete_found(saver, saver.checkpoint_writes_index, writes, lambda doc: [doc.id])
+        checkpoints = FilterQuery(
+            filter_expression=_of_thread(thread_id),
+            return_fields=["checkpoint_ns", "checkpoint_id"],
+            num_results=PAGE,
+        )
+        await _delete_found(
+            saver,
+            saver.checkpoints_index,
+            checkpoints,
+            lambda doc, t=thread_id: _checkpoint_keys(saver, t, doc),
+        )
+
+
+def _checkpoint_keys(saver: Any, thread_id: str, doc: Any) -> list[str]:
+    """A checkpoint document's key, its write registry and its namespace's latest pointer."""
+    ns, cid = from_storage_safe_str(doc.checkpoint_ns), from_storage_safe_id(doc.checkpoint_id)
+    keys = [doc.id, saver._make_redis_checkpoint_latest_key(thread_id, ns)]
+    if saver._key_registry:
+        keys.append(saver._key_registry.make_write_keys_zset_key(thread_id, ns, cid))
+    return keys
+
+
+async def _delete_found(
+    saver: Any, index: Any, query: FilterQuery, keys_of: Callable[[Any], list[str]]
+) -> None:
+    while True:
+        found = await index.search(query)
+        await _delete(saver, list(dict.fromkeys(key for doc in found.docs for key in keys_of(doc))))
+        if found.total <= len(found.docs):
+            return

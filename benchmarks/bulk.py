@@ -129,7 +129,7 @@ async def _prune(sides: Sides, sizes: Sizes, per_thread: int) -> None:
     )
     left = [await checkpoint_seed.count_checkpoints(url, ids) for url in (sides.ours_url, sides.theirs_url)]
     report.note(f"check checkpoints left: ours {left[0]}, LangGraph's {left[1]} (expected {len(ids)} each)")
-    _print_rates(
+    report.rates(
         "prune",
         {"manager.retention.run()": (pruned, ours), "AsyncPostgresSaver.aprune": (pruned, theirs)},
         "checkpoints",
@@ -167,7 +167,7 @@ async def _forget(sides: Sides, sizes: Sizes) -> None:
             report.note(f"check forget {owner}: checkpoints left ours {left[0]}, LangGraph's {left[1]}")
     users = sizes.forget_users
     report.note(f"forget: {users} users x ({sizes.forget_facts:,} facts + {sizes.forget_threads} threads)")
-    _print_rates(
+    report.rates(
         "forget",
         {"manager.users.forget": (users, ours), "adelete_thread x threads + raw DELETEs": (users, theirs)},
         "users",
@@ -199,16 +199,9 @@ async def _migrate(url: str, data_dir: Path, sizes: Sizes) -> None:
     count = len(ids)
     report.note(f"migrate: {count:,} threads from state version 1 to 2")
     report.note(f"check after the run: threads per version {dict(done.before)}, {len(done.failed)} failed")
-    _print_rates(
+    report.rates(
         "migrate",
         {"manager.migrate_threads": (count, seconds), "floor: aget_tuple per thread": (count, floor)},
         "threads",
     )
     report.note(f"ratio migrate_threads / read floor: {seconds / floor:.2f}x the time")
-
-
-def _print_rates(label: str, rows: dict[str, tuple[float, float]], unit: str) -> None:
-    print(f"[{label}]")
-    print(f"  {'variant':<{report.NAME_WIDTH}} {'seconds':>10} {unit + '/s':>14}")
-    for name, (amount, seconds) in rows.items():
-        print(f"  {name:<{report.NAME_WIDTH}} {seconds:>10.3f} {amount / seconds:>14,.0f}")

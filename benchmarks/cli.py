@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from benchmarks import bulk, concurrency, history, plot, recall, store, tiers, turn
+from benchmarks import bulk, bulk_redis, concurrency, history, plot, recall, store, tiers, turn
 from benchmarks.curves import Curve
 from benchmarks.servers import POSTGRES_ENV, REDIS_ENV, Servers, open_servers, resolve_urls
 
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "recall": recall.run,
     "store": store.run,
     "bulk": bulk.run,
+    "bulk-redis": bulk_redis.run,
     "concurrency": concurrency.run,
 }
 

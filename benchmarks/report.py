@@ -61,3 +61,11 @@ def throughput(benchmark: str, label: str, ours: float, theirs: float) -> bool:
 def note(text: str) -> None:
     """An indented line of context (query plans, counts, warnings)."""
     print(f"  {text}", flush=True)
+
+
+def rates(label: str, rows: Mapping[str, tuple[float, float]], unit: str) -> None:
+    """A table of one-shot operations: variant -> (amount done, seconds), with the rate."""
+    print(f"[{label}]")
+    print(f"  {'variant':<{NAME_WIDTH}} {'seconds':>10} {unit + '/s':>14}")
+    for name, (amount, seconds) in rows.items():
+        print(f"  {name:<{NAME_WIDTH}} {seconds:>10.3f} {amount / seconds:>14,.0f}")

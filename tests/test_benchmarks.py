@@ -1,9 +1,9 @@
 """Smoke test of the benchmark suite: it runs, prints its results and cleans up after itself.
 
 Timings are never asserted: PASS and MISS are both fine, only errors fail. The first three
-benchmarks run together (about 10 s); recall, store, bulk and concurrency each take 5-10 s
-even at their quick sizes (seeding, extra databases), so each has a test of its own: a
-failure names the benchmark, and ``-k`` can pick or skip one.
+benchmarks run together (about 10 s); recall, store, bulk, bulk-redis and concurrency each take
+2-10 s even at their quick sizes (seeding, extra databases and servers), so each has a test of
+its own: a failure names the benchmark, and ``-k`` can pick or skip one.
 """
 
 from __future__ import annotations
@@ -109,6 +109,15 @@ EXPECTED = {
             "[forget]",
             "[migrate]",
             "check after the run: threads per version {2: 100}, 0 failed",
+        ),
+        2,
+    ),
+    "bulk-redis": Expected(
+        (
+            "check checkpoints left: ours 10, LangGraph's 10 (expected 10 each)",
+            "[prune]",
+            "[forget]",
+            "AsyncRedisSaver.aprune",
         ),
         2,
     ),

@@ -4,10 +4,11 @@ The saver's own ``alist``, ``aprune`` and ``adelete_thread`` read too much or to
 them: ``alist`` deserializes every channel value and loads every pending write; ``aprune``
 makes one search per checkpoint for its writes; ``adelete_thread`` takes at most 10,000
 checkpoints and 10,000 writes a call. Here a thread's chain is one search of its checkpoint
-documents (their values left as JSON), a plan's writes one search per hundred checkpoints, a
-deleted thread one search per thousand documents, with keys built by the saver's own methods
-(the layout of the langgraph-checkpoint-redis version this project pins). Channel values are
-inline in the checkpoint documents: deleting a checkpoint deletes its values.
+documents (their values left as JSON), a plan's writes one search per hundred checkpoints, and
+deleted threads one search per thousand documents of a hundred threads; keys are the ones the
+searches return or the saver's own methods build (the layout of the langgraph-checkpoint-redis
+version this project pins). Channel values are inline in the checkpoint documents: deleting a
+checkpoint deletes its values.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from memory_tiers.working.chain import SENDS_IN_CHECKPOINT, CheckpointInfo, Prun
 PAGE = 1000
 """Documents (checkpoints or pending writes) one search returns."""
 IDS_PER_SEARCH = 100
-"""Checkpoints whose pending writes one search finds."""
+"""Checkpoints whose pending writes, or threads whose documents, one search finds."""
 _CHECKPOINT_FIELDS = ["checkpoint_ns", "checkpoint_id", "parent_checkpoint_id", "$.checkpoint", "$.metadata"]
 
 InfoChains = dict[str, dict[str, CheckpointInfo]]  # namespace -> checkpoint id -> info
@@ -117,32 +118,32 @@ async def _write_keys(saver: Any, thread_id: str, checkpoint_ids: Sequence[str])
 
 async def delete_threads(saver: Any, thread_ids: Sequence[str]) -> None:
     """Delete every checkpoint, pending write, write registry and latest-checkpoint pointer of
-    the threads, whatever their number (``adelete_thread`` takes 10,000 of each a call).
+    the threads, whatever their number (``adelete_thread`` takes 10,000 of each a call, and
+    makes two searches and a pipeline per thread).
 
-    Each search takes the first `PAGE` documents left and deletes them (by the key it returns),
-    until one finds no more than it returned: no offsets for a concurrent write to shift, and
-    every round deletes what it found. Writes go first, so a run that stopped part way leaves
-    checkpoints, which the next run finds."""
-    for thread_id in thread_ids:
-        writes = FilterQuery(
-            filter_expression=_of_thread(thread_id), return_fields=["checkpoint_id"], num_results=PAGE
-        )
+    For each hundred threads, a search takes the first `PAGE` documents left and deletes them
+    (by the keys it returns), until one finds no more than it returned: no offsets for a
+    concurrent write to shift, and every round deletes what it found. Writes go first, so a
+    run that stopped part way leaves checkpoints, which the next run finds."""
+    for start in range(0, len(thread_ids), IDS_PER_SEARCH):
+        batch = Tag("thread_id") == [
+            to_storage_safe_id(t) for t in thread_ids[start : start + IDS_PER_SEARCH]
+        ]
+        writes = FilterQuery(filter_expression=batch, return_fields=["thread_id"], num_results=PAGE)
         await _delete_found(saver, saver.checkpoint_writes_index, writes, lambda doc: [doc.id])
         checkpoints = FilterQuery(
-            filter_expression=_of_thread(thread_id),
-            return_fields=["checkpoint_ns", "checkpoint_id"],
+            filter_expression=batch,
+            return_fields=["thread_id", "checkpoint_ns", "checkpoint_id"],
             num_results=PAGE,
         )
         await _delete_found(
-            saver,
-            saver.checkpoints_index,
-            checkpoints,
-            lambda doc, t=thread_id: _checkpoint_keys(saver, t, doc),
+            saver, saver.checkpoints_index, checkpoints, lambda doc: _checkpoint_keys(saver, doc)
         )
 
 
-def _checkpoint_keys(saver: Any, thread_id: str, doc: Any) -> list[str]:
+def _checkpoint_keys(saver: Any, doc: Any) -> list[str]:
     """A checkpoint document's key, its write registry and its namespace's latest pointer."""
+    thread_id = from_storage_safe_id(doc.thread_id)
     ns, cid = from_storage_safe_str(doc.checkpoint_ns), from_storage_safe_id(doc.checkpoint_id)
     keys = [doc.id, saver._make_redis_checkpoint_latest_key(thread_id, ns)]
     if saver._key_registry:

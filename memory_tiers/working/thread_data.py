@@ -104,7 +104,7 @@ async def delete_checkpoints(checkpointer: OwnershipGuardedSaver, thread_id: str
 
 # -- many threads at once ------------------------------------------------------------------------
 # The savers' own tables and dictionaries, as memory_tiers/working/pruning.py uses them: each
-# backend removes every row of a batch of threads in one go (Redis: by search, thread by thread).
+# backend removes every row of a batch of threads in one go (Redis: by search, page by page).
 
 
 async def _delete_memory(saver: Any, thread_ids: Sequence[str]) -> None:
@@ -166,7 +166,7 @@ async def delete_threads(checkpointer: OwnershipGuardedSaver, thread_ids: Sequen
 
     In batches of `THREAD_BATCH`: on InMemorySaver, AsyncSqliteSaver and AsyncPostgresSaver a
     batch is one delete (one pass, one transaction, one statement), on AsyncRedisSaver a
-    search and a pipeline of deletes per thousand documents of each thread
+    search and a pipeline of deletes per thousand documents of a hundred threads
     (memory_tiers/working/redis_saver.py); each batch is followed by one
     `OwnershipGuardedSaver.forget_owners`; other savers go thread by thread through
     `delete_checkpoints`. A batch's owners and heads are

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from benchmarks import bulk, bulk_redis, concurrency, history, plot, recall, store, tiers, turn
+from benchmarks import bulk, bulk_savers, concurrency, history, plot, recall, store, tiers, turn
 from benchmarks.curves import Curve
 from benchmarks.servers import POSTGRES_ENV, REDIS_ENV, Servers, open_servers, resolve_urls
 
@@ -31,7 +31,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "recall": recall.run,
     "store": store.run,
     "bulk": bulk.run,
-    "bulk-redis": bulk_redis.run,
+    "bulk-redis": bulk_savers.run_redis,
+    "bulk-sqlite": bulk_savers.run_sqlite,
     "concurrency": concurrency.run,
 }
 

@@ -1,7 +1,7 @@
 """Smoke test of the benchmark suite: it runs, prints its results and cleans up after itself.
 
 Timings are never asserted: PASS and MISS are both fine, only errors fail. The first three
-benchmarks run together (about 10 s); recall, store, bulk, bulk-redis and concurrency each take
+benchmarks run together (about 10 s); recall, store, the bulk ones and concurrency each take
 2-10 s even at their quick sizes (seeding, extra databases and servers), so each has a test of
 its own: a failure names the benchmark, and ``-k`` can pick or skip one.
 """
@@ -114,12 +114,22 @@ EXPECTED = {
     ),
     "bulk-redis": Expected(
         (
+            "check copy: ours 132 checkpoints in 11 threads, LangGraph's 132",
             "check checkpoints left: ours 10, LangGraph's 10 (expected 10 each)",
             "[prune]",
-            "[forget]",
             "AsyncRedisSaver.aprune",
+            "[forget]",
         ),
         2,
+    ),
+    "bulk-sqlite": Expected(
+        (
+            "check copy: ours 132 checkpoints in 11 threads, LangGraph's 132",
+            "check checkpoints left: ours 10 (expected 10); AsyncSqliteSaver has no aprune",
+            "[prune]",
+            "[forget]",
+        ),
+        1,
     ),
     "concurrency": Expected(
         ("[postgres+redis, 10 concurrent sessions: turn latency]", "throughput", "wrap(agent) / no memory"),

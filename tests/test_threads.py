@@ -9,9 +9,12 @@ from typing import Annotated, Any, TypedDict
 import pytest
 from helpers import fail_once, memory_graph, turn_config, unique
 from langgraph.channels.delta import DeltaChannel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.types import Command, interrupt
 
+import memory_tiers.working.thread_data
 from memory_tiers import InvalidIdentifierError, MemoryManager, NotFoundError, OwnershipError, UsageError
 
 
@@ -178,6 +181,52 @@ async def test_delete_drops_checkpoints_and_registry_row_idempotently(checkpoint
     assert restarted["turns"] == 1
 
 
+class CappedSaver(BaseCheckpointSaver[str]):
+    """A saver memory_tiers has no batch delete for, whose ``adelete_thread`` removes at most
+    two checkpoints a call (as AsyncRedisSaver's removes 10,000)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = InMemorySaver()
+        self.deletes = 0
+
+    async def aget_tuple(self, config: Any) -> Any:
+        return await self.inner.aget_tuple(config)
+
+    async def alist(self, config: Any, **kwargs: Any) -> Any:
+        async for tup in self.inner.alist(config, **kwargs):
+            yield tup
+
+    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        return await self.inner.aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        await self.inner.aput_writes(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        self.deletes += 1
+        for namespace in self.inner.storage.get(thread_id, {}).values():
+            for checkpoint_id in sorted(namespace)[:2]:
+                del namespace[checkpoint_id]
+
+    def get_next_version(self, current: Any, channel: Any) -> Any:
+        return self.inner.get_next_version(current, channel)
+
+
+async def test_delete_repeats_a_capped_delete_of_a_saver_without_batch_delete(tmp_path):
+    alice, thread = unique("alice"), unique("t")
+    saver = CappedSaver()
+    async with MemoryManager({"data_dir": str(tmp_path)}, checkpointer=saver) as manager:
+        graph = log_graph(manager)
+        await run_turns(graph, alice, thread, 3)
+        before = len([t async for t in saver.alist({"configurable": {"thread_id": thread}})])
+        assert await manager.threads.delete(alice, thread) is True
+        leftover = [t async for t in saver.alist({"configurable": {"thread_id": thread}})]
+
+    assert before > 4 and leftover == []
+    assert saver.deletes == -(-before // 2) + 1  # the last delete found nothing before it
+
+
 async def test_archive_summarizes_learns_then_drops_and_survives_a_crash(checkpointer_config, monkeypatch):
     alice, thread = unique("alice"), unique("t")
     async with MemoryManager(checkpointer_config) as manager:
@@ -185,7 +234,8 @@ async def test_archive_summarizes_learns_then_drops_and_survives_a_crash(checkpo
         for text in ("Hi, I'm Alice. I live in Paris.", "I like jazz music.", "Tell me about Lisbon trains."):
             await graph.ainvoke({"messages": [("user", text)]}, turn_config(alice, thread))
         facts_before = {f.value for f in await manager.long_term.list_facts(alice)}
-        fail_once(monkeypatch, manager.checkpointer.inner, "adelete_thread", RuntimeError("crash"))
+        # The checkpoints' delete crashes, once.
+        fail_once(monkeypatch, memory_tiers.working.thread_data, "delete_threads", RuntimeError("crash"))
         with pytest.raises(RuntimeError):
             await manager.threads.archive(alice, thread)
         half = await manager.threads.get(alice, thread)

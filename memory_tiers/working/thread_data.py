@@ -17,10 +17,8 @@ from memory_tiers.working.guard import OwnershipGuardedSaver
 from memory_tiers.working.pruning import pg_cursor
 from memory_tiers.working.state import channel_values
 
-# Savers whose adelete_thread removes all of a thread in one call.
-DELETES_EVERYTHING = ("InMemorySaver", "AsyncSqliteSaver", "AsyncPostgresSaver")
-# Deletes of one thread on any other saver before giving up: some delete in capped batches
-# (AsyncRedisSaver: 10,000 checkpoints and 10,000 writes per call).
+# Deletes of one thread on a saver memory_tiers has no batch delete for, before giving up: a
+# saver may delete in capped batches (as AsyncRedisSaver's adelete_thread does, 10,000 a call).
 MAX_DELETE_ROUNDS = 100
 THREAD_BATCH = 500  # threads deleted together by `delete_threads` (one statement on PostgreSQL)
 
@@ -61,36 +59,23 @@ async def export_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) ->
 async def _has_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:
     async for _ in saver.alist(_thread(thread_id), limit=1):
         return True
-    if not is_saver(saver, "AsyncRedisSaver"):
-        return False
-    # AsyncRedisSaver's adelete_thread removes at most 10,000 writes per call, and the writes
-    # left once their checkpoints are gone are invisible to alist: ask its writes index.
-    from langgraph.checkpoint.redis.util import to_storage_safe_id
-    from redisvl.query import FilterQuery
-    from redisvl.query.filter import Tag
-
-    query = FilterQuery(
-        filter_expression=Tag("thread_id") == to_storage_safe_id(thread_id),
-        return_fields=["task_id"],
-        num_results=1,
-    )
-    return bool((await saver.checkpoint_writes_index.search(query)).docs)  # type: ignore[attr-defined]
+    return False
 
 
 async def delete_checkpoints(checkpointer: OwnershipGuardedSaver, thread_id: str) -> None:
-    """Delete every checkpoint and write of the thread through the guard (which forgets the
-    thread's cached owner too).
+    """Delete every checkpoint and write of the thread, and what the guard holds of it (its
+    cached owner, its fencing heads).
 
-    One ``adelete_thread`` removes everything on the savers of `DELETES_EVERYTHING`. Others
-    (AsyncRedisSaver deletes in capped batches) get the delete repeated while the thread still
-    lists a checkpoint (or, on Redis, still has a write); the last call is a delete that found
+    On the savers `delete_threads` has a batch delete for, that delete (of this one thread).
+    Others get ``adelete_thread`` through the guard, repeated while the thread still lists a
+    checkpoint (a saver may delete in capped batches); the last call is a delete that found
     nothing before it, so no trace a listing may leave remains.
 
     Raises:
         BackendError: checkpoints are still listed after `MAX_DELETE_ROUNDS` deletes.
     """
-    if any(is_saver(checkpointer.inner, name) for name in DELETES_EVERYTHING):
-        await checkpointer.adelete_thread(thread_id)
+    if _batch_delete(checkpointer.inner) is not None:
+        await delete_threads(checkpointer, [thread_id])
         return
     for _ in range(MAX_DELETE_ROUNDS):
         found = await _has_checkpoints(checkpointer.inner, thread_id)
@@ -160,6 +145,10 @@ _BATCH_DELETES: dict[str, BatchDelete] = {
 }
 
 
+def _batch_delete(saver: BaseCheckpointSaver[Any]) -> BatchDelete | None:
+    return next((fn for name, fn in _BATCH_DELETES.items() if is_saver(saver, name)), None)
+
+
 async def delete_threads(checkpointer: OwnershipGuardedSaver, thread_ids: Sequence[str]) -> None:
     """Delete every checkpoint, blob and write of the threads, and what the guard holds of them
     (cached owners, fencing heads), as `delete_checkpoints` of each thread would.
@@ -177,7 +166,7 @@ async def delete_threads(checkpointer: OwnershipGuardedSaver, thread_ids: Sequen
         BackendError: a thread still has checkpoints after `MAX_DELETE_ROUNDS` deletes.
     """
     saver = checkpointer.inner
-    delete = next((fn for name, fn in _BATCH_DELETES.items() if is_saver(saver, name)), None)
+    delete = _batch_delete(saver)
     if delete is None:
         for thread_id in thread_ids:
             await delete_checkpoints(checkpointer, thread_id)

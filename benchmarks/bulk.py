@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import checkpoint_seed, report
-from benchmarks.bulk_ops import forget_rows, migrator, timed
+from benchmarks.bulk_ops import alternated, forget_both, migrator, report_forget, timed
 from benchmarks.facts_seed import Corpus, seed_postgres, user_id
 from benchmarks.servers import Servers
 from memory_tiers import MemoryManager
@@ -114,15 +114,8 @@ async def _prune(sides: Sides, sizes: Sizes, per_thread: int) -> None:
     ours = theirs = 0.0
     for number, batch in enumerate(rounds):
         await checkpoint_seed.register(sides.ours_url, "prune-owner", batch)
-        steps = [
-            ("ours", lambda: sides.ours.retention.run()),
-            ("theirs", lambda b=batch: sides.saver.aprune(b)),
-        ]
-        for side, seconds in await timed(steps if number % 2 == 0 else steps[::-1]):
-            if side == "ours":
-                ours += seconds
-            else:
-                theirs += seconds
+        took = await alternated(number, sides.ours.retention.run, lambda b=batch: sides.saver.aprune(b))
+        ours, theirs = ours + took[0], theirs + took[1]
     pruned = len(ids) * (per_thread - 1)
     report.note(
         f"prune: {len(ids)} threads x {per_thread} checkpoints, keep the latest; {pruned:,} removed each"
@@ -148,17 +141,8 @@ async def _forget(sides: Sides, sizes: Sizes) -> None:
             await checkpoint_seed.replicate(url, TEMPLATE, threads)
             await checkpoint_seed.register(url, owner, threads)
 
-        async def langgraph_forget(owner: str = owner, threads: list[str] = threads) -> None:
-            for thread in threads:
-                await sides.saver.adelete_thread(thread)
-            await forget_rows(sides.theirs_url, owner)
-
-        steps = [("ours", lambda o=owner: sides.ours.users.forget(o)), ("theirs", langgraph_forget)]
-        for side, seconds in await timed(steps if number % 2 == 0 else steps[::-1]):
-            if side == "ours":
-                ours += seconds
-            else:
-                theirs += seconds
+        took = await forget_both(number, sides.ours, sides.saver, sides.theirs_url, owner, threads)
+        ours, theirs = ours + took[0], theirs + took[1]
         left = [
             await checkpoint_seed.count_checkpoints(url, threads)
             for url in (sides.ours_url, sides.theirs_url)
@@ -167,14 +151,7 @@ async def _forget(sides: Sides, sizes: Sizes) -> None:
             report.note(f"check forget {owner}: checkpoints left ours {left[0]}, LangGraph's {left[1]}")
     users = sizes.forget_users
     report.note(f"forget: {users} users x ({sizes.forget_facts:,} facts + {sizes.forget_threads} threads)")
-    report.rates(
-        "forget",
-        {"manager.users.forget": (users, ours), "adelete_thread x threads + raw DELETEs": (users, theirs)},
-        "users",
-    )
-    report.throughput(
-        NAME, "forget: users.forget / adelete_thread + raw DELETE", users / ours, users / theirs
-    )
+    report_forget(NAME, users, ours, theirs)
 
 
 async def _migrate(url: str, data_dir: Path, sizes: Sizes) -> None:

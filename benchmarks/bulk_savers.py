@@ -35,7 +35,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from benchmarks import checkpoint_seed, report
-from benchmarks.bulk_ops import forget_rows, timed
+from benchmarks.bulk_ops import alternated, forget_both, report_forget
 from benchmarks.servers import Servers
 from memory_tiers import MemoryManager
 
@@ -203,14 +203,9 @@ async def _prune(name: str, saver: str, sides: Sides, ids: list[str], per_thread
     ours = theirs = 0.0
     for number, batch in enumerate([ids[0::2], ids[1::2]]):
         await checkpoint_seed.register(sides.ours_sql, OWNER, batch)
-        steps = [("ours", lambda: sides.ours.retention.run())]
-        if sides.aprune:
-            steps.append(("theirs", lambda b=batch: sides.saver.aprune(b)))
-        for side, seconds in await timed(steps if number % 2 == 0 else steps[::-1]):
-            if side == "ours":
-                ours += seconds
-            else:
-                theirs += seconds
+        theirs_step = (lambda b=batch: sides.saver.aprune(b)) if sides.aprune else None
+        took = await alternated(number, sides.ours.retention.run, theirs_step)
+        ours, theirs = ours + took[0], theirs + took[1]
     pruned = len(ids) * (per_thread - 1)
     report.note(
         f"prune: {len(ids)} threads x {per_thread} checkpoints, keep the latest; {pruned:,} removed each"
@@ -236,30 +231,14 @@ async def _forget(name: str, sides: Sides, users: dict[str, list[str]]) -> None:
         for url in (sides.ours_sql, sides.theirs_sql):
             await checkpoint_seed.register(url, owner, threads)
 
-        async def langgraph_forget(owner: str = owner, threads: list[str] = threads) -> None:
-            for thread in threads:
-                await sides.saver.adelete_thread(thread)
-            await forget_rows(sides.theirs_sql, owner)
-
-        steps = [("ours", lambda o=owner: sides.ours.users.forget(o)), ("theirs", langgraph_forget)]
-        for side, seconds in await timed(steps if number % 2 == 0 else steps[::-1]):
-            if side == "ours":
-                ours += seconds
-            else:
-                theirs += seconds
+        took = await forget_both(number, sides.ours, sides.saver, sides.theirs_sql, owner, threads)
+        ours, theirs = ours + took[0], theirs + took[1]
         left = [await _checkpoints_left(manager, threads) for manager in (sides.ours, sides.theirs)]
         if any(left):
             report.note(f"check forget {owner}: checkpoints left ours {left[0]}, LangGraph's {left[1]}")
     count, threads_each = len(users), len(next(iter(users.values())))
     report.note(f"forget: {count} users x {threads_each} threads of {FORGET_TURNS} turns")
-    report.rates(
-        "forget",
-        {"manager.users.forget": (count, ours), "adelete_thread x threads + raw DELETE": (count, theirs)},
-        "users",
-    )
-    report.throughput(
-        name, "forget: users.forget / adelete_thread + raw DELETE", count / ours, count / theirs
-    )
+    report_forget(name, count, ours, theirs)
 
 
 run_redis = benchmark("bulk-redis", "AsyncRedisSaver", redis_sides)

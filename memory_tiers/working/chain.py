@@ -106,10 +106,45 @@ def thread_config(thread_id: str, ns: str = ROOT_NS, checkpoint: str | None = No
     return {"configurable": configurable}
 
 
+def of_thread(tup: CheckpointTuple, thread_id: str) -> bool:
+    """Whether a listed checkpoint is of exactly thread ``thread_id``. AsyncRedisSaver lists by
+    a RediSearch TAG field, which folds case: a listing of ``T-1`` brings thread ``t-1``'s
+    checkpoints too, which may be another user's."""
+    return tup.config["configurable"].get("thread_id") == thread_id
+
+
+async def list_thread(
+    saver: BaseCheckpointSaver[Any],
+    config: RunnableConfig,
+    *,
+    filter: dict[str, Any] | None = None,
+    before: RunnableConfig | None = None,
+    limit: int | None = None,
+) -> AsyncIterator[CheckpointTuple]:
+    """``saver.alist`` of the thread ``config`` names, holding only that thread's checkpoints
+    (`of_thread`; ``limit`` applied after that on AsyncRedisSaver)."""
+    thread_id = config["configurable"]["thread_id"]
+    folds_case = is_saver(saver, "AsyncRedisSaver")
+    listed = saver.alist(config, filter=filter, before=before, limit=None if folds_case else limit)
+    count = 0
+    try:
+        async for tup in listed:
+            if limit is not None and count >= limit:
+                break
+            if of_thread(tup, thread_id):
+                count += 1
+                yield tup
+    finally:
+        # Stopping early must not leave the saver's listing (and its connection) open.
+        close = getattr(listed, "aclose", None)
+        if close is not None:
+            await close()
+
+
 async def load_thread(saver: BaseCheckpointSaver[Any], thread_id: str) -> dict[str, Chain]:
     """Every checkpoint of a thread, by namespace (the root graph's is ``""``)."""
     by_ns: dict[str, Chain] = defaultdict(dict)
-    async for tup in saver.alist({"configurable": {"thread_id": thread_id}}):
+    async for tup in list_thread(saver, {"configurable": {"thread_id": thread_id}}):
         ns = tup.config["configurable"].get("checkpoint_ns", ROOT_NS) or ROOT_NS
         by_ns[ns][checkpoint_id(tup)] = tup
     return dict(by_ns)
@@ -128,8 +163,8 @@ async def root_history(
     most ``limit``; the same on every saver."""
     exact = _filters_lists_exactly(saver)
     before_config = None if before is None else thread_config(thread_id, ROOT_NS, before)
-    listed = saver.alist(
-        thread_config(thread_id, ROOT_NS), before=before_config, limit=limit if exact else None
+    listed = list_thread(
+        saver, thread_config(thread_id, ROOT_NS), before=before_config, limit=limit if exact else None
     )
     count = 0
     try:
@@ -142,10 +177,7 @@ async def root_history(
             count += 1
             yield tup
     finally:
-        # Stopping early must not leave the saver's listing (and its connection) open.
-        close = getattr(listed, "aclose", None)
-        if close is not None:
-            await close()
+        await listed.aclose()
 
 
 def with_dependencies(chain: InfoChain, keep: Iterable[str]) -> set[str]:

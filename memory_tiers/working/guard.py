@@ -18,6 +18,7 @@ fenced: they attach to the checkpoint their task ran on, which a later write fen
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from cachetools import TTLCache
@@ -35,6 +36,7 @@ from memory_tiers.config import IdKeysConfig
 from memory_tiers.context import RUNTIME_KEY, TurnIds, read_id, resolve_ids
 from memory_tiers.errors import OwnershipError
 from memory_tiers.translate import translate_errors
+from memory_tiers.working.chain import is_saver, list_thread, of_thread
 from memory_tiers.working.fencing import CheckpointFence, Claim, mark_loaded
 
 _EXTENDED = (
@@ -183,8 +185,12 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         # A listing from before a checkpoint is how a subgraph replaying with its parent loads
         # its starting point: writes on top of what it yields may branch.
         mark = config is not None and before is not None and self._fenced(config)
+        if config is not None and (config.get("configurable") or {}).get("thread_id") is not None:
+            listed = list_thread(self.inner, config, filter=filter, before=before, limit=limit)
+        else:
+            listed = self.inner.alist(config, filter=filter, before=before, limit=limit)
         with self._translated():
-            async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
+            async for item in listed:
                 yield mark_loaded(config, item, by_id=True) if mark and config is not None else item
 
     async def aput(
@@ -218,8 +224,18 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
 
     async def adelete_thread(self, thread_id: str) -> None:
         self._confirmed.pop(thread_id, None)
-        await self.inner.adelete_thread(thread_id)
+        await self._delete_inner(thread_id)
         await self._forget_heads(thread_id)  # a thread recreated under this id starts clean
+
+    async def _delete_inner(self, thread_id: str) -> None:
+        if is_saver(self.inner, "AsyncRedisSaver"):
+            # Its adelete_thread finds what it deletes by a search that folds case: thread
+            # "t-1"'s documents go with "T-1"'s (memory_tiers/working/redis_saver.py).
+            from memory_tiers.working import redis_saver
+
+            await redis_saver.delete_threads(self.inner, [thread_id])
+        else:
+            await self.inner.adelete_thread(thread_id)
 
     async def forget_owners(self, thread_ids: Sequence[str]) -> None:
         """What `adelete_thread` does besides deleting, for threads deleted on ``inner`` directly
@@ -249,7 +265,11 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
     ) -> Iterator[CheckpointTuple]:
         if config is not None:
             self._check_sync(config, claim=False)
-        listed = self.inner.list(config, filter=filter, before=before, limit=limit)
+        thread_id = None if config is None else (config.get("configurable") or {}).get("thread_id")
+        folds_case = thread_id is not None and is_saver(self.inner, "AsyncRedisSaver")
+        listed = self.inner.list(config, filter=filter, before=before, limit=None if folds_case else limit)
+        if folds_case:  # as `list_thread` does for alist
+            listed = islice((item for item in listed if of_thread(item, str(thread_id))), limit)
         if config is None or before is None or not self._fenced(config):
             return listed
         return (mark_loaded(config, item, by_id=True) for item in listed)
@@ -284,7 +304,10 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
 
     def delete_thread(self, thread_id: str) -> None:
         self._confirmed.pop(thread_id, None)
-        self.inner.delete_thread(thread_id)
+        if is_saver(self.inner, "AsyncRedisSaver"):
+            self._bridge.run(self._delete_inner(thread_id))
+        else:
+            self.inner.delete_thread(thread_id)
         if self.fence is not None:
             self._bridge.run(self._forget_heads(thread_id))
 

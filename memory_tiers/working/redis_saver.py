@@ -9,6 +9,10 @@ deleted threads one search per thousand documents of a hundred threads; keys are
 searches return or the saver's own methods build (the layout of the langgraph-checkpoint-redis
 version this project pins). Channel values are inline in the checkpoint documents: deleting a
 checkpoint deletes its values.
+
+The saver's TAG fields fold case (RediSearch's default), so a search for thread ``T-1`` finds
+the documents of thread ``t-1`` too, which may be another user's: every document a search
+returns is kept only if its own ``thread_id`` is exactly one asked for.
 """
 
 from __future__ import annotations
@@ -27,13 +31,26 @@ PAGE = 1000
 """Documents (checkpoints or pending writes) one search returns."""
 IDS_PER_SEARCH = 100
 """Checkpoints whose pending writes, or threads whose documents, one search finds."""
-_CHECKPOINT_FIELDS = ["checkpoint_ns", "checkpoint_id", "parent_checkpoint_id", "$.checkpoint", "$.metadata"]
+_CHECKPOINT_FIELDS = [
+    "thread_id",
+    "checkpoint_ns",
+    "checkpoint_id",
+    "parent_checkpoint_id",
+    "$.checkpoint",
+    "$.metadata",
+]
 
 InfoChains = dict[str, dict[str, CheckpointInfo]]  # namespace -> checkpoint id -> info
 
 
-def _of_thread(thread_id: str) -> FilterExpression:
-    return Tag("thread_id") == to_storage_safe_id(thread_id)
+def _of_threads(thread_ids: Sequence[str]) -> FilterExpression:
+    return Tag("thread_id") == [to_storage_safe_id(thread_id) for thread_id in thread_ids]
+
+
+def _theirs(docs: list[Any], thread_ids: Sequence[str]) -> list[Any]:
+    """The documents of exactly these threads (the search folded case; see the module doc)."""
+    wanted = set(thread_ids)
+    return [doc for doc in docs if from_storage_safe_id(doc.thread_id) in wanted]
 
 
 async def _search_all(index: Any, query: FilterQuery) -> list[Any]:
@@ -63,13 +80,13 @@ async def read_chain(saver: Any, thread_id: str) -> InfoChains:
     """The thread's checkpoints as `CheckpointInfo` records, by namespace: one search a `PAGE`
     (sorted by id), channel values parsed as JSON only, no pending writes or sends loaded."""
     query = FilterQuery(
-        filter_expression=_of_thread(thread_id),
+        filter_expression=_of_threads([thread_id]),
         return_fields=_CHECKPOINT_FIELDS,
         num_results=PAGE,
         sort_by=("checkpoint_id", "ASC"),
     )
     chains: InfoChains = {}
-    for doc in await _search_all(saver.checkpoints_index, query):
+    for doc in _theirs(await _search_all(saver.checkpoints_index, query), [thread_id]):
         checkpoint = json.loads(doc["$.checkpoint"])
         metadata = getattr(doc, "$.metadata", None)
         info = CheckpointInfo(
@@ -108,12 +125,12 @@ async def _write_keys(saver: Any, thread_id: str, checkpoint_ids: Sequence[str])
     makes one per checkpoint), paged; stable, as only a thread's latest checkpoint gets new
     writes, and a plan keeps it."""
     query = FilterQuery(
-        filter_expression=_of_thread(thread_id)
+        filter_expression=_of_threads([thread_id])
         & (Tag("checkpoint_id") == [to_storage_safe_id(cid) for cid in checkpoint_ids]),
-        return_fields=["checkpoint_id"],
+        return_fields=["thread_id"],
         num_results=PAGE,
     )
-    return [doc.id for doc in await _search_all(saver.checkpoint_writes_index, query)]
+    return [doc.id for doc in _theirs(await _search_all(saver.checkpoint_writes_index, query), [thread_id])]
 
 
 async def delete_threads(saver: Any, thread_ids: Sequence[str]) -> None:
@@ -121,23 +138,24 @@ async def delete_threads(saver: Any, thread_ids: Sequence[str]) -> None:
     the threads, whatever their number (``adelete_thread`` takes 10,000 of each a call, and
     makes two searches and a pipeline per thread).
 
-    For each hundred threads, a search takes the first `PAGE` documents left and deletes them
-    (by the keys it returns), until one finds no more than it returned: no offsets for a
-    concurrent write to shift, and every round deletes what it found. Writes go first, so a
-    run that stopped part way leaves checkpoints, which the next run finds."""
+    A hundred threads at a time: their writes, then their checkpoints (so a run that stopped
+    part way leaves checkpoints, which the next run finds), each read whole by paged searches
+    and deleted by the keys the searches return. A pass that also found documents of other
+    threads (same ids but for case) is followed by another, until one finds only what it
+    deletes: nothing of this batch's threads is left unless written meanwhile."""
     for start in range(0, len(thread_ids), IDS_PER_SEARCH):
-        batch = Tag("thread_id") == [
-            to_storage_safe_id(t) for t in thread_ids[start : start + IDS_PER_SEARCH]
-        ]
-        writes = FilterQuery(filter_expression=batch, return_fields=["thread_id"], num_results=PAGE)
-        await _delete_found(saver, saver.checkpoint_writes_index, writes, lambda doc: [doc.id])
+        batch = thread_ids[start : start + IDS_PER_SEARCH]
+        writes = FilterQuery(
+            filter_expression=_of_threads(batch), return_fields=["thread_id"], num_results=PAGE
+        )
+        await _delete_found(saver, saver.checkpoint_writes_index, writes, batch, lambda doc: [doc.id])
         checkpoints = FilterQuery(
-            filter_expression=batch,
+            filter_expression=_of_threads(batch),
             return_fields=["thread_id", "checkpoint_ns", "checkpoint_id"],
             num_results=PAGE,
         )
         await _delete_found(
-            saver, saver.checkpoints_index, checkpoints, lambda doc: _checkpoint_keys(saver, doc)
+            saver, saver.checkpoints_index, checkpoints, batch, lambda doc: _checkpoint_keys(saver, doc)
         )
 
 
@@ -152,10 +170,15 @@ def _checkpoint_keys(saver: Any, doc: Any) -> list[str]:
 
 
 async def _delete_found(
-    saver: Any, index: Any, query: FilterQuery, keys_of: Callable[[Any], list[str]]
+    saver: Any,
+    index: Any,
+    query: FilterQuery,
+    thread_ids: Sequence[str],
+    keys_of: Callable[[Any], list[str]],
 ) -> None:
     while True:
-        found = await index.search(query)
-        await _delete(saver, list(dict.fromkeys(key for doc in found.docs for key in keys_of(doc))))
-        if found.total <= len(found.docs):
+        found = await _search_all(index, query)
+        doomed = _theirs(found, thread_ids)
+        await _delete(saver, list(dict.fromkeys(key for doc in doomed for key in keys_of(doc))))
+        if not doomed or len(doomed) == len(found):
             return

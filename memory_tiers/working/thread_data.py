@@ -12,7 +12,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from memory_tiers.errors import BackendError
 from memory_tiers.jsonable import to_json
 from memory_tiers.translate import translate_errors
-from memory_tiers.working.chain import is_saver
+from memory_tiers.working.chain import is_saver, list_thread
 from memory_tiers.working.guard import OwnershipGuardedSaver
 from memory_tiers.working.pruning import pg_cursor
 from memory_tiers.working.state import channel_values
@@ -52,12 +52,12 @@ async def export_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) ->
 
     The listing is read to its end before any delta history is: AsyncSqliteSaver holds its
     connection lock for the whole of an ``alist``, so a read inside the loop would wait forever."""
-    tuples = [tup async for tup in saver.alist(_thread(thread_id))]
+    tuples = [tup async for tup in list_thread(saver, _thread(thread_id))]
     return [checkpoint_record(tup, await channel_values(saver, tup)) for tup in tuples]
 
 
 async def _has_checkpoints(saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:
-    async for _ in saver.alist(_thread(thread_id), limit=1):
+    async for _ in list_thread(saver, _thread(thread_id), limit=1):
         return True
     return False
 

@@ -1,0 +1,110 @@
+"""Thread ids that differ only in case are two threads, of two users, on the Redis checkpointer.
+
+AsyncRedisSaver finds a thread's documents by a RediSearch TAG field, which folds case: its own
+``alist``, ``adelete_thread`` and ``aprune`` for thread ``Thread-X`` also reach ``thread-x``.
+Through memory_tiers, nothing one user does to ``Thread-X`` lists, exports, prunes or deletes
+anything of another user's ``thread-x``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helpers import turn_config, unique
+from langgraph.types import Command
+from test_threads import log_graph, states
+
+from memory_tiers import MemoryManager
+
+pytestmark = pytest.mark.redis_stack
+
+
+def _two_threads() -> tuple[str, str]:
+    """Alice's and Bob's thread ids: the same but for case."""
+    token = unique("thread")
+    return token.upper(), token.lower()
+
+
+async def _keys(saver: Any, thread: str) -> set[str]:
+    """Every key of the thread's checkpoints and writes (SCAN's MATCH is case-sensitive)."""
+    found = set()
+    for kind in ("checkpoint", "checkpoint_write", "checkpoint_latest"):
+        async for key in saver._redis.scan_iter(f"{kind}:{thread}:*", count=1000):
+            found.add(key.decode() if isinstance(key, bytes) else key)
+    return found
+
+
+async def _bob_waits_and_alice_talks(
+    manager: MemoryManager, alice: str, bob: str, alice_thread: str, bob_thread: str
+) -> Any:
+    graph = log_graph(manager, ask=True)
+    for answer in "ab":
+        await graph.ainvoke({"turns": 0}, turn_config(bob, bob_thread))
+        await graph.ainvoke(Command(resume=answer), turn_config(bob, bob_thread))
+    await graph.ainvoke({"turns": 0}, turn_config(bob, bob_thread))  # waits for an answer
+    for answer in "cde":
+        await graph.ainvoke({"turns": 0}, turn_config(alice, alice_thread))
+        await graph.ainvoke(Command(resume=answer), turn_config(alice, alice_thread))
+    return graph
+
+
+async def test_listings_and_exports_hold_only_the_users_own_thread(redis_stack_url, tmp_path):
+    alice, bob = unique("alice"), unique("bob")
+    alice_thread, bob_thread = _two_threads()
+    config = {"data_dir": str(tmp_path), "working": {"backend": "redis", "url": redis_stack_url}}
+    async with MemoryManager(config) as manager:
+        graph = await _bob_waits_and_alice_talks(manager, alice, bob, alice_thread, bob_thread)
+        saver = manager.checkpointer.inner
+        mine = {
+            key.rsplit(":", 1)[1] for key in await _keys(saver, alice_thread) if key.startswith("checkpoint:")
+        }
+        upstream = [t async for t in saver.alist({"configurable": {"thread_id": alice_thread}})]
+        listed = [t async for t in manager.checkpointer.alist({"configurable": {"thread_id": alice_thread}})]
+        first = [t async for t in manager.checkpointer.alist(turn_config(alice, alice_thread), limit=2)]
+        history = await states(graph, alice, alice_thread)
+        exported = (await manager.users.export(alice))["working"]["threads"]
+        info = await manager.threads.history(alice, alice_thread)
+
+    assert len(upstream) > len(mine), "the saver's own listing must fold case for this test to mean anything"
+    assert {t.config["configurable"]["checkpoint_id"] for t in listed} == mine
+    assert len(first) == 2 and {t.config["configurable"]["thread_id"] for t in first} == {alice_thread}
+    assert set(history) == mine
+    assert [t["thread_id"] for t in exported] == [alice_thread]
+    assert {c["id"] for c in exported[0]["checkpoints"]} == mine
+    assert {c.checkpoint_id for c in info} <= mine and info
+
+
+@pytest.mark.parametrize("action", ["prune", "delete", "archive", "forget", "adelete_thread"])
+async def test_what_one_user_removes_leaves_the_other_users_thread_whole(redis_stack_url, tmp_path, action):
+    alice, bob = unique("alice"), unique("bob")
+    alice_thread, bob_thread = _two_threads()
+    working = {"backend": "redis", "url": redis_stack_url, "retention": {"keep_last": 1}}
+    async with MemoryManager({"data_dir": str(tmp_path), "working": working}) as manager:
+        graph = await _bob_waits_and_alice_talks(manager, alice, bob, alice_thread, bob_thread)
+        saver = manager.checkpointer.inner
+        bob_before, bob_keys = await states(graph, bob, bob_thread), await _keys(saver, bob_thread)
+        alice_keys = await _keys(saver, alice_thread)
+        if action == "prune":
+            report = await manager.retention.run()
+            assert report.failed == {} and report.pruned_threads >= 1
+        elif action == "delete":
+            assert await manager.threads.delete(alice, alice_thread) is True
+        elif action == "archive":
+            await manager.threads.archive(alice, alice_thread)
+        elif action == "forget":
+            await manager.users.forget(alice)
+        else:
+            await manager.checkpointer.adelete_thread(alice_thread)
+        alice_left = await _keys(saver, alice_thread)
+        if action == "prune":  # bob's own thread may be pruned too, by its own plan: compare its head
+            bob_head = max(bob_before)
+            assert (await states(graph, bob, bob_thread))[bob_head] == bob_before[bob_head]
+        else:
+            assert await states(graph, bob, bob_thread) == bob_before
+            assert await _keys(saver, bob_thread) == bob_keys
+        resumed = await graph.ainvoke(Command(resume="z"), turn_config(bob, bob_thread))
+
+    assert bob_before[max(bob_before)][2] == ("approve?",)  # bob's pending interrupt, kept
+    assert resumed["log"] == ["turn-1:a", "turn-2:b", "turn-3:z"]
+    assert alice_left < alice_keys if action == "prune" else not alice_left

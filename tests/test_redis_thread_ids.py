@@ -16,6 +16,7 @@ from langgraph.types import Command
 from test_threads import log_graph, states
 
 from memory_tiers import MemoryManager
+from memory_tiers.working import redis_saver
 
 pytestmark = pytest.mark.redis_stack
 
@@ -75,8 +76,13 @@ async def test_listings_and_exports_hold_only_the_users_own_thread(redis_stack_u
     assert {c.checkpoint_id for c in info} <= mine and info
 
 
+@pytest.mark.parametrize("page", [None, 3], ids=["pages-of-1000", "pages-of-3"])
 @pytest.mark.parametrize("action", ["prune", "delete", "archive", "forget", "adelete_thread"])
-async def test_what_one_user_removes_leaves_the_other_users_thread_whole(redis_stack_url, tmp_path, action):
+async def test_what_one_user_removes_leaves_the_other_users_thread_whole(
+    redis_stack_url, tmp_path, monkeypatch, action, page
+):
+    if page is not None:  # every search pages, with the other thread's documents on its pages
+        monkeypatch.setattr(redis_saver, "PAGE", page)
     alice, bob = unique("alice"), unique("bob")
     alice_thread, bob_thread = _two_threads()
     working = {"backend": "redis", "url": redis_stack_url, "retention": {"keep_last": 1}}

@@ -1,4 +1,5 @@
-"""Thread ids that differ only in case are two threads, of two users, on the Redis checkpointer.
+"""Thread ids that differ only in case are two threads, of two users, on the Redis checkpointer
+(and the filter that keeps them apart leaves what other savers listed as it was).
 
 AsyncRedisSaver finds a thread's documents by a RediSearch TAG field, which folds case: its own
 ``alist``, ``adelete_thread`` and ``aprune`` for thread ``Thread-X`` also reach ``thread-x``.
@@ -17,8 +18,6 @@ from test_threads import log_graph, states
 
 from memory_tiers import MemoryManager
 from memory_tiers.working import redis_saver
-
-pytestmark = pytest.mark.redis_stack
 
 
 def _two_threads() -> tuple[str, str]:
@@ -50,6 +49,7 @@ async def _bob_waits_and_alice_talks(
     return graph
 
 
+@pytest.mark.redis_stack
 async def test_listings_and_exports_hold_only_the_users_own_thread(redis_stack_url, tmp_path):
     alice, bob = unique("alice"), unique("bob")
     alice_thread, bob_thread = _two_threads()
@@ -76,6 +76,7 @@ async def test_listings_and_exports_hold_only_the_users_own_thread(redis_stack_u
     assert {c.checkpoint_id for c in info} <= mine and info
 
 
+@pytest.mark.redis_stack
 @pytest.mark.parametrize("page", [None, 3], ids=["pages-of-1000", "pages-of-3"])
 @pytest.mark.parametrize("action", ["prune", "delete", "archive", "forget", "adelete_thread"])
 async def test_what_one_user_removes_leaves_the_other_users_thread_whole(
@@ -114,3 +115,18 @@ async def test_what_one_user_removes_leaves_the_other_users_thread_whole(
     assert bob_before[max(bob_before)][2] == ("approve?",)  # bob's pending interrupt, kept
     assert resumed["log"] == ["turn-1:a", "turn-2:b", "turn-3:z"]
     assert alice_left < alice_keys if action == "prune" else not alice_left
+
+
+async def test_a_listing_by_a_number_still_finds_the_thread_on_sqlite(tmp_path):
+    """AsyncSqliteSaver matches a thread named by a number to its text id (PostgreSQL's and the
+    in-memory saver do not): the exact-thread filter compares ids as text, so it keeps that."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    async with MemoryManager({"data_dir": str(tmp_path)}) as manager:
+        config = {"configurable": {"thread_id": "4242", "checkpoint_ns": ""}}
+        await manager.checkpointer.inner.aput(config, empty_checkpoint(), {}, {})
+        upstream = [t async for t in manager.checkpointer.inner.alist({"configurable": {"thread_id": 4242}})]
+        listed = [t async for t in manager.checkpointer.alist({"configurable": {"thread_id": 4242}})]
+
+    assert len(upstream) == 1
+    assert [t.config["configurable"]["thread_id"] for t in listed] == ["4242"]

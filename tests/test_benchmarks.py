@@ -45,8 +45,8 @@ def test_the_quick_suite_prints_every_result_and_cleans_up(redis_url: str, postg
         assert f"{stack} save / raw floor" in out
         assert f"{stack} turn 200 / turn 1" in out
     assert "postgres+redis wrapped turn / no-memory turn" in out
-    assert "[in-memory]" in out
-    assert out.count("ratio 3 nodes / no memory") == 3
+    assert "[in-memory]" in out and "[redis-checkpointer]" in out
+    assert out.count("ratio 3 nodes / no memory") == 4
     verdicts = [line.split()[0] for line in out.splitlines() if line.strip().startswith(("PASS", "MISS"))]
     assert len(verdicts) == 7  # 4 tier targets, 1 turn target, 2 history targets
 

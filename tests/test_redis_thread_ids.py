@@ -130,3 +130,36 @@ async def test_a_listing_by_a_number_still_finds_the_thread_on_sqlite(tmp_path):
 
     assert len(upstream) == 1
     assert [t.config["configurable"]["thread_id"] for t in listed] == ["4242"]
+
+
+@pytest.mark.redis_stack
+async def test_a_limited_listing_asks_the_saver_for_more_only_while_other_threads_fill_it(
+    redis_stack_url, tmp_path, monkeypatch
+):
+    alice, bob = unique("alice"), unique("bob")
+    alice_thread, bob_thread = _two_threads()
+    config = {"data_dir": str(tmp_path), "working": {"backend": "redis", "url": redis_stack_url}}
+    async with MemoryManager(config) as manager:
+        graph = log_graph(manager)
+        for _ in range(2):
+            await graph.ainvoke({"turns": 0}, turn_config(alice, alice_thread))
+        for _ in range(4):  # bob's checkpoints are the newest: they come first in the saver's listing
+            await graph.ainvoke({"turns": 0}, turn_config(bob, bob_thread))
+        saver = manager.checkpointer.inner
+        alices = [t async for t in manager.checkpointer.alist(turn_config(alice, alice_thread))]
+        asked: list[Any] = []
+        real = saver.alist
+
+        def counted(config: Any, **kwargs: Any) -> Any:
+            asked.append(kwargs.get("limit"))
+            return real(config, **kwargs)
+
+        monkeypatch.setattr(saver, "alist", counted)
+        newest = [t async for t in manager.checkpointer.alist(turn_config(alice, alice_thread), limit=2)]
+        asked_for_two, asked = asked, []
+        one = [t async for t in manager.checkpointer.alist(turn_config(bob, bob_thread), limit=1)]
+
+    ids = [t.config["configurable"]["checkpoint_id"] for t in newest]
+    assert ids == [t.config["configurable"]["checkpoint_id"] for t in alices[:2]]
+    assert asked_for_two[0] == 2 and asked_for_two == sorted(asked_for_two) and len(asked_for_two) > 1
+    assert asked == [1] and one[0].config["configurable"]["thread_id"] == bob_thread

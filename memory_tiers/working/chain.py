@@ -123,23 +123,33 @@ async def list_thread(
     limit: int | None = None,
 ) -> AsyncIterator[CheckpointTuple]:
     """``saver.alist`` of the thread ``config`` names, holding only that thread's checkpoints
-    (`of_thread`; ``limit`` applied after that on AsyncRedisSaver)."""
+    (`of_thread`). On AsyncRedisSaver, whose listing may hold other threads' checkpoints too,
+    a ``limit`` is asked of the saver first, then four times as many, and so on, until the
+    thread's own fill it or the listing ends (its order is the same each time: newest first)."""
     thread_id = config["configurable"]["thread_id"]
-    folds_case = is_saver(saver, "AsyncRedisSaver")
-    listed = saver.alist(config, filter=filter, before=before, limit=None if folds_case else limit)
-    count = 0
-    try:
-        async for tup in listed:
-            if limit is not None and count >= limit:
-                break
-            if of_thread(tup, thread_id):
-                count += 1
-                yield tup
-    finally:
-        # Stopping early must not leave the saver's listing (and its connection) open.
-        close = getattr(listed, "aclose", None)
-        if close is not None:
-            await close()
+    asked, yielded = limit, 0
+    while True:
+        listed, seen = 0, 0
+        listing = saver.alist(config, filter=filter, before=before, limit=asked)
+        try:
+            async for tup in listing:
+                listed += 1
+                if not of_thread(tup, thread_id):
+                    continue
+                seen += 1
+                if seen > yielded:  # not yielded by an earlier, shorter listing
+                    yielded += 1
+                    yield tup
+                    if limit and yielded >= limit:  # a limit of 0 is none, as the savers read it
+                        return
+        finally:
+            # Stopping early must not leave the saver's listing (and its connection) open.
+            close = getattr(listing, "aclose", None)
+            if close is not None:
+                await close()
+        if not asked or listed < asked or not is_saver(saver, "AsyncRedisSaver"):
+            return
+        asked *= 4
 
 
 async def load_thread(saver: BaseCheckpointSaver[Any], thread_id: str) -> dict[str, Chain]:

@@ -268,7 +268,7 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
         thread_id = None if config is None else (config.get("configurable") or {}).get("thread_id")
         folds_case = thread_id is not None and is_saver(self.inner, "AsyncRedisSaver")
         listed = self.inner.list(config, filter=filter, before=before, limit=None if folds_case else limit)
-        if folds_case:  # as `list_thread` does for alist
+        if folds_case:  # unlimited: its limit would count the other threads it lists (list_thread)
             listed = islice((item for item in listed if of_thread(item, thread_id)), limit)
         if config is None or before is None or not self._fenced(config):
             return listed

@@ -5,7 +5,8 @@ them: ``alist`` deserializes every channel value and loads every pending write; 
 makes one search per checkpoint for its writes; ``adelete_thread`` takes at most 10,000
 checkpoints and 10,000 writes a call. Here a thread's chain is one search of its checkpoint
 documents (their values left as JSON), a plan's writes one search per hundred checkpoints, and
-deleted threads one search per thousand documents of a hundred threads; keys are the ones the
+deleted threads a search of their writes and one of their checkpoints per hundred threads (a
+second search fetches the rest when more than a thousand documents match); keys are the ones the
 searches return or the saver's own methods build (the layout of the langgraph-checkpoint-redis
 version this project pins). Channel values are inline in the checkpoint documents: deleting a
 checkpoint deletes its values.
@@ -28,7 +29,7 @@ from redisvl.query.filter import FilterExpression, Tag
 from memory_tiers.working.chain import SENDS_IN_CHECKPOINT, CheckpointInfo, PrunePlan, delta_channels
 
 PAGE = 1000
-"""Documents (checkpoints or pending writes) one search returns."""
+"""Documents (checkpoints or pending writes) a first search returns; more come in a second."""
 IDS_PER_SEARCH = 100
 """Checkpoints whose pending writes, or threads whose documents, one search finds."""
 _CHECKPOINT_FIELDS = [
@@ -54,14 +55,13 @@ def _theirs(docs: list[Any], thread_ids: Sequence[str]) -> list[Any]:
 
 
 async def _search_all(index: Any, query: FilterQuery) -> list[Any]:
-    """Every document ``query`` finds, a `PAGE` per search; stable while the matches stay put
-    (the query sorts, or only documents nobody writes any more match)."""
-    docs: list[Any] = []
-    while True:
-        found = await index.search(query.paging(len(docs), PAGE))
-        docs += found.docs
-        if not found.docs or len(docs) >= found.total:
-            return docs
+    """Every document ``query`` finds: one search of a `PAGE`, and when more match, one more
+    asking for all of them in one reply, so no offset can shift between pages when other
+    documents come or go meanwhile (another thread's, say, that the search also matched)."""
+    found = await index.search(query.paging(0, PAGE))
+    if found.total > len(found.docs):
+        found = await index.search(query.paging(0, found.total))
+    return list(found.docs)
 
 
 async def _delete(saver: Any, keys: Sequence[str]) -> None:
@@ -77,8 +77,8 @@ async def _delete(saver: Any, keys: Sequence[str]) -> None:
 
 
 async def read_chain(saver: Any, thread_id: str) -> InfoChains:
-    """The thread's checkpoints as `CheckpointInfo` records, by namespace: one search a `PAGE`
-    (sorted by id), channel values parsed as JSON only, no pending writes or sends loaded."""
+    """The thread's checkpoints as `CheckpointInfo` records, by namespace (`_search_all`, sorted
+    by id), channel values parsed as JSON only, no pending writes or sends loaded."""
     query = FilterQuery(
         filter_expression=_of_threads([thread_id]),
         return_fields=_CHECKPOINT_FIELDS,

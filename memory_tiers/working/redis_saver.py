@@ -122,7 +122,7 @@ async def prune(saver: Any, plans: Mapping[str, PrunePlan]) -> int:
 
 async def _write_keys(saver: Any, thread_id: str, checkpoint_ids: Sequence[str]) -> list[str]:
     """The keys of the pending writes of some of a thread's checkpoints: one search (``aprune``
-    makes one per checkpoint), paged; stable, as only a thread's latest checkpoint gets new
+    makes one per checkpoint; `_search_all`); complete, as only a thread's latest checkpoint gets new
     writes, and a plan keeps it."""
     query = FilterQuery(
         filter_expression=_of_threads([thread_id])
@@ -139,7 +139,7 @@ async def delete_threads(saver: Any, thread_ids: Sequence[str]) -> None:
     makes two searches and a pipeline per thread).
 
     A hundred threads at a time: their writes, then their checkpoints (so a run that stopped
-    part way leaves checkpoints, which the next run finds), each read whole by paged searches
+    part way leaves checkpoints, which the next run finds), each read whole (`_search_all`)
     and deleted by the keys the searches return. A pass that also found documents of other
     threads (same ids but for case) is followed by another, until one finds only what it
     deletes: nothing of this batch's threads is left unless written meanwhile."""

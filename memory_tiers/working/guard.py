@@ -18,7 +18,6 @@ fenced: they attach to the checkpoint their task ran on, which a later write fen
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from itertools import islice
 from typing import Any
 
 from cachetools import TTLCache
@@ -36,7 +35,7 @@ from memory_tiers.config import IdKeysConfig
 from memory_tiers.context import RUNTIME_KEY, TurnIds, read_id, resolve_ids
 from memory_tiers.errors import OwnershipError
 from memory_tiers.translate import translate_errors
-from memory_tiers.working.chain import is_saver, list_thread, of_thread
+from memory_tiers.working.chain import is_saver, list_thread
 from memory_tiers.working.fencing import CheckpointFence, Claim, mark_loaded
 
 _EXTENDED = (
@@ -224,18 +223,15 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
 
     async def adelete_thread(self, thread_id: str) -> None:
         self._confirmed.pop(thread_id, None)
-        await self._delete_inner(thread_id)
-        await self._forget_heads(thread_id)  # a thread recreated under this id starts clean
-
-    async def _delete_inner(self, thread_id: str) -> None:
         if is_saver(self.inner, "AsyncRedisSaver"):
-            # Its adelete_thread finds what it deletes by a search that folds case: thread
-            # "t-1"'s documents go with "T-1"'s (memory_tiers/working/redis_saver.py).
+            # Its adelete_thread takes 10,000 documents a call, counting a case sibling's ("t-1"
+            # for "T-1") among them: memory_tiers/working/redis_saver.py takes them all.
             from memory_tiers.working import redis_saver
 
             await redis_saver.delete_threads(self.inner, [thread_id])
         else:
             await self.inner.adelete_thread(thread_id)
+        await self._forget_heads(thread_id)  # a thread recreated under this id starts clean
 
     async def forget_owners(self, thread_ids: Sequence[str]) -> None:
         """What `adelete_thread` does besides deleting, for threads deleted on ``inner`` directly
@@ -265,11 +261,8 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
     ) -> Iterator[CheckpointTuple]:
         if config is not None:
             self._check_sync(config, claim=False)
-        thread_id = None if config is None else (config.get("configurable") or {}).get("thread_id")
-        folds_case = thread_id is not None and is_saver(self.inner, "AsyncRedisSaver")
-        listed = self.inner.list(config, filter=filter, before=before, limit=None if folds_case else limit)
-        if folds_case:  # unlimited: its limit would count the other threads it lists (list_thread)
-            listed = islice((item for item in listed if of_thread(item, thread_id)), limit)
+        # No case sibling to drop here: AsyncRedisSaver has no synchronous list (list_thread).
+        listed = self.inner.list(config, filter=filter, before=before, limit=limit)
         if config is None or before is None or not self._fenced(config):
             return listed
         return (mark_loaded(config, item, by_id=True) for item in listed)
@@ -304,10 +297,7 @@ class OwnershipGuardedSaver(BaseCheckpointSaver[Any]):
 
     def delete_thread(self, thread_id: str) -> None:
         self._confirmed.pop(thread_id, None)
-        if is_saver(self.inner, "AsyncRedisSaver"):
-            self._bridge.run(self._delete_inner(thread_id))
-        else:
-            self.inner.delete_thread(thread_id)
+        self.inner.delete_thread(thread_id)
         if self.fence is not None:
             self._bridge.run(self._forget_heads(thread_id))
 

@@ -89,7 +89,7 @@ async def delete_checkpoints(checkpointer: OwnershipGuardedSaver, thread_id: str
 
 # -- many threads at once ------------------------------------------------------------------------
 # The savers' own tables and dictionaries, as memory_tiers/working/pruning.py uses them: each
-# backend removes every row of a batch of threads in one go (Redis: by search, page by page).
+# backend removes every row of a batch of threads in one go (Redis: by search, a hundred threads each).
 
 
 async def _delete_memory(saver: Any, thread_ids: Sequence[str]) -> None:

@@ -163,3 +163,35 @@ async def test_a_limited_listing_asks_the_saver_for_more_only_while_other_thread
     assert ids == [t.config["configurable"]["checkpoint_id"] for t in alices[:2]]
     assert asked_for_two[0] == 2 and asked_for_two == sorted(asked_for_two) and len(asked_for_two) > 1
     assert asked == [1] and one[0].config["configurable"]["thread_id"] == bob_thread
+
+
+@pytest.mark.redis_stack
+async def test_a_checkpoint_written_between_the_savers_listings_is_not_listed_twice(
+    redis_stack_url, tmp_path, monkeypatch
+):
+    alice, bob = unique("alice"), unique("bob")
+    alice_thread, bob_thread = _two_threads()
+    config = {"data_dir": str(tmp_path), "working": {"backend": "redis", "url": redis_stack_url}}
+    async with MemoryManager(config) as manager:
+        graph = log_graph(manager)
+        await graph.ainvoke({"turns": 0}, turn_config(alice, alice_thread))
+        for _ in range(2):  # bob's checkpoints come between alice's old and new ones
+            await graph.ainvoke({"turns": 0}, turn_config(bob, bob_thread))
+        await graph.ainvoke({"turns": 0}, turn_config(alice, alice_thread))
+        saver = manager.checkpointer.inner
+        before = [t async for t in manager.checkpointer.alist(turn_config(alice, alice_thread))]
+        real, listings = saver.alist, []
+
+        async def alice_talks_after_the_first(config: Any, **kwargs: Any) -> Any:
+            listings.append(kwargs.get("limit"))
+            async for tup in real(config, **kwargs):
+                yield tup
+            if len(listings) == 1:
+                await graph.ainvoke({"turns": 0}, turn_config(alice, alice_thread))
+
+        monkeypatch.setattr(saver, "alist", alice_talks_after_the_first)
+        newest = [t async for t in manager.checkpointer.alist(turn_config(alice, alice_thread), limit=4)]
+
+    ids = [t.config["configurable"]["checkpoint_id"] for t in newest]
+    assert len(before) >= 4 and len(listings) > 1, "the first listing must stop in bob's checkpoints"
+    assert ids == [t.config["configurable"]["checkpoint_id"] for t in before[:4]]

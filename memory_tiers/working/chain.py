@@ -123,31 +123,44 @@ async def list_thread(
     limit: int | None = None,
 ) -> AsyncIterator[CheckpointTuple]:
     """``saver.alist`` of the thread ``config`` names, holding only that thread's checkpoints
-    (`of_thread`). On AsyncRedisSaver, whose listing may hold other threads' checkpoints too,
-    a ``limit`` is asked of the saver first, then four times as many, and so on, until the
-    thread's own fill it or the listing ends (its order is the same each time: newest first)."""
+    (`of_thread`), newest first.
+
+    AsyncRedisSaver's listing may hold other threads' checkpoints too, and without a limit it
+    stops at its newest 10,000. There a ``limit`` is asked of the saver first, then four times
+    as many, and so on, until the thread's own fill it or the listing ends; no limit asks for as
+    many as the thread's documents counted first (`redis_saver.listing_size`). A longer listing
+    picks up below the oldest checkpoint already yielded, so one written meanwhile is neither
+    yielded twice nor out of order."""
     thread_id = config["configurable"]["thread_id"]
-    asked, yielded = limit, 0
+    redis = is_saver(saver, "AsyncRedisSaver")
+    asked = limit
+    if redis and not limit:
+        from memory_tiers.working import redis_saver
+
+        asked = max(await redis_saver.listing_size(saver, str(thread_id)) + 1, redis_saver.LISTING_CAP)
+    yielded: set[tuple[str, str]] = set()
+    oldest: str | None = None
     while True:
-        listed, seen = 0, 0
+        listed = 0
         listing = saver.alist(config, filter=filter, before=before, limit=asked)
         try:
             async for tup in listing:
                 listed += 1
-                if not of_thread(tup, thread_id):
+                cid = checkpoint_id(tup)
+                key = (tup.config["configurable"].get("checkpoint_ns") or ROOT_NS, cid)
+                if not of_thread(tup, thread_id) or key in yielded or (oldest is not None and cid > oldest):
                     continue
-                seen += 1
-                if seen > yielded:  # not yielded by an earlier, shorter listing
-                    yielded += 1
-                    yield tup
-                    if limit and yielded >= limit:  # a limit of 0 is none, as the savers read it
-                        return
+                yielded.add(key)
+                oldest = cid
+                yield tup
+                if limit and len(yielded) >= limit:  # a limit of 0 is none, as the savers read it
+                    return
         finally:
             # Stopping early must not leave the saver's listing (and its connection) open.
             close = getattr(listing, "aclose", None)
             if close is not None:
                 await close()
-        if not asked or listed < asked or not is_saver(saver, "AsyncRedisSaver"):
+        if not asked or listed < asked or not redis:
             return
         asked *= 4
 

@@ -23,13 +23,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langgraph.checkpoint.redis.util import from_storage_safe_id, from_storage_safe_str, to_storage_safe_id
-from redisvl.query import FilterQuery
+from redisvl.query import CountQuery, FilterQuery
 from redisvl.query.filter import FilterExpression, Tag
 
 from memory_tiers.working.chain import SENDS_IN_CHECKPOINT, CheckpointInfo, PrunePlan, delta_channels
 
 PAGE = 1000
 """Documents (checkpoints or pending writes) a first search returns; more come in a second."""
+LISTING_CAP = 10_000
+"""Checkpoints ``AsyncRedisSaver.alist`` returns when given no limit: its newest."""
 IDS_PER_SEARCH = 100
 """Checkpoints whose pending writes, or threads whose documents, one search finds."""
 _CHECKPOINT_FIELDS = [
@@ -74,6 +76,12 @@ async def _delete(saver: Any, keys: Sequence[str]) -> None:
         for key in keys:
             pipeline.delete(key)
         await pipeline.execute()
+
+
+async def listing_size(saver: Any, thread_id: str) -> int:
+    """How many checkpoint documents a listing of the thread matches, a case sibling's with
+    them: one count search."""
+    return int(await saver.checkpoints_index.query(CountQuery(_of_threads([thread_id]))))
 
 
 async def read_chain(saver: Any, thread_id: str) -> InfoChains:

@@ -139,9 +139,9 @@ async def list_thread(
 
         asked = max(await redis_saver.listing_size(saver, str(thread_id)) + 1, redis_saver.LISTING_CAP)
     yielded: set[tuple[str, str]] = set()
-    oldest: str | None = None
+    oldest: str | None = None  # the oldest checkpoint yielded; set once a first listing is done
     while True:
-        listed = 0
+        listed, last = 0, None
         listing = saver.alist(config, filter=filter, before=before, limit=asked)
         try:
             async for tup in listing:
@@ -151,7 +151,7 @@ async def list_thread(
                 if not of_thread(tup, thread_id) or key in yielded or (oldest is not None and cid > oldest):
                     continue
                 yielded.add(key)
-                oldest = cid
+                last = cid
                 yield tup
                 if limit and len(yielded) >= limit:  # a limit of 0 is none, as the savers read it
                     return
@@ -162,6 +162,8 @@ async def list_thread(
                 await close()
         if not asked or listed < asked or not redis:
             return
+        # Redis lists every namespace by id, newest first: the next listing resumes below this one.
+        oldest = last if last is not None else oldest
         asked *= 4
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import checkpoint_seed, report
-from benchmarks.bulk_ops import alternated, forget_both, migrator, report_forget, timed
+from benchmarks.bulk_ops import SeedVersionOne, alternated, forget_both, migrate, report_forget
 from benchmarks.facts_seed import Corpus, seed_postgres, user_id
 from benchmarks.servers import Servers
 from memory_tiers import MemoryManager
@@ -52,7 +52,7 @@ SIZES = {
     False: Sizes(1000, 33, 4, 10_000, 50, 3, 10_000),
     True: Sizes(10, 4, 2, 500, 3, 2, 100),
 }
-TEMPLATE, MIGRATE_TEMPLATE, MIGRATE_OWNER = "bulk-template", "migrate-template", "migrate-owner"
+TEMPLATE, MIGRATE_TEMPLATE = "bulk-template", "migrate-template"
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,10 @@ async def run(servers: Servers, quick: bool) -> None:
             await checkpoint_seed.copy_template(sides.ours_url, sides.theirs_url, TEMPLATE)
             await _prune(sides, sizes, per_thread)
             await _forget(sides, sizes)
-            await _migrate(sides.ours_url, Path(tmp), sizes)
+            # Our database again, with threads of their own user: the registry is walked by user.
+            working = {"backend": "postgres", "url": sides.ours_url}
+            ids = [f"migrate-{n:05d}" for n in range(sizes.migrate_threads)]
+            await migrate(working, sides.ours_url, Path(tmp), ids, _seed_migrate(sides.ours_url))
 
 
 async def _prune(sides: Sides, sizes: Sizes, per_thread: int) -> None:
@@ -154,31 +157,11 @@ async def _forget(sides: Sides, sizes: Sizes) -> None:
     report_forget(NAME, users, ours, theirs)
 
 
-async def _migrate(url: str, data_dir: Path, sizes: Sizes) -> None:
-    # Our database again, with threads of their own user: the registry is walked by user.
-    working = {"backend": "postgres", "url": url}
-    base = {"data_dir": str(data_dir / "migrate"), "working": working, "long_term": {"url": url}}
-    ids = [f"migrate-{n:05d}" for n in range(sizes.migrate_threads)]
-    async with MemoryManager(base) as v1:
-        await checkpoint_seed.write_template(v1.checkpointer.inner, MIGRATE_TEMPLATE, 2)
-    await checkpoint_seed.replicate(url, MIGRATE_TEMPLATE, ids)
-    await checkpoint_seed.register(url, MIGRATE_OWNER, ids)
-    async with MemoryManager({**base, "state": {"version": 2}}, state_migrator=migrator()) as v2:
-        saver = v2.checkpointer.inner
+def _seed_migrate(url: str) -> SeedVersionOne:
+    """Threads copied in SQL from a template thread (`checkpoint_seed.replicate`)."""
 
-        async def read_all() -> None:
-            for thread in ids:
-                await saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+    async def seed(manager: MemoryManager, ids: list[str]) -> None:
+        await checkpoint_seed.write_template(manager.checkpointer.inner, MIGRATE_TEMPLATE, 2)
+        await checkpoint_seed.replicate(url, MIGRATE_TEMPLATE, ids)
 
-        steps = [("floor", read_all), ("ours", lambda: v2.migrate_threads(user_id=MIGRATE_OWNER))]
-        (_, floor), (_, seconds) = await timed(steps)
-        done = await v2.migrate_threads(user_id=MIGRATE_OWNER, dry_run=True)
-    count = len(ids)
-    report.note(f"migrate: {count:,} threads from state version 1 to 2")
-    report.note(f"check after the run: threads per version {dict(done.before)}, {len(done.failed)} failed")
-    report.rates(
-        "migrate",
-        {"manager.migrate_threads": (count, seconds), "floor: aget_tuple per thread": (count, floor)},
-        "threads",
-    )
-    report.note(f"ratio migrate_threads / read floor: {seconds / floor:.2f}x the time")
+    return seed

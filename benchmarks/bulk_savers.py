@@ -1,4 +1,4 @@
-"""Benchmarks ``bulk-redis`` and ``bulk-sqlite``: retention and forgetting on the Redis and
+"""Benchmarks ``bulk-redis`` and ``bulk-sqlite``: retention, forgetting and state migration on the Redis and
 SQLite checkpointers, against LangGraph's own ``aprune`` (Redis only: AsyncSqliteSaver has
 none) and ``adelete_thread``.
 
@@ -16,7 +16,10 @@ only the rows its forget deletes by hand) is a PostgreSQL database of its own.
   rate is printed alone;
 - forget: users of 50 threads of 4 turns each (quick: 5): ``manager.users.forget`` against
   ``adelete_thread`` per thread plus the registry rows deleted by hand (their long-term data
-  is empty: the working tier's part is measured).
+  is empty: the working tier's part is measured);
+- migrate: ``manager.migrate_threads()`` of 10k version-1 threads of one checkpoint each
+  (quick: 50; written by ``aput``) on our saver, against reading each one's latest checkpoint
+  (`bulk_ops.migrate`). LangGraph has no bulk state migration.
 
 Target: at least as fast as LangGraph's equivalent, where it has one.
 """
@@ -35,7 +38,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from benchmarks import checkpoint_seed, report
-from benchmarks.bulk_ops import alternated, forget_both, report_forget
+from benchmarks.bulk_ops import alternated, forget_both, migrate, report_forget
 from benchmarks.servers import Servers
 from memory_tiers import MemoryManager
 
@@ -52,9 +55,11 @@ class Sizes:
     prune_turns: int  # 3 checkpoints a turn (input, start, node) + 1
     forget_users: int
     forget_threads: int
+    migrate_threads: int
 
 
-SIZES = {False: Sizes(100, 33, 3, 50), True: Sizes(10, 4, 2, 5)}
+SIZES = {False: Sizes(100, 33, 3, 50, 10_000), True: Sizes(10, 4, 2, 5, 50)}
+MIGRATE_TEMPLATE = "migrate-template"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Sides:
 
     ours: MemoryManager
     theirs: MemoryManager
+    ours_working: dict[str, Any]  # our saver's working config, for the migration's managers
     ours_sql: str
     theirs_sql: str
     copy: Callable[[], Awaitable[str]]  # ours' checkpoints to LangGraph's side; says what it did
@@ -108,7 +114,7 @@ async def redis_sides(servers: Servers, data_dir: Path) -> AsyncIterator[Sides]:
             async def copy() -> str:
                 return f"{await _copy_keys(ours_url, theirs_url):,} keys copied to LangGraph's server"
 
-            yield Sides(ours, theirs, sql, lg_sql, copy, aprune=True)
+            yield Sides(ours, theirs, ours_working, sql, lg_sql, copy, aprune=True)
 
 
 @asynccontextmanager
@@ -124,7 +130,7 @@ async def sqlite_sides(servers: Servers, data_dir: Path) -> AsyncIterator[Sides]
             await asyncio.to_thread(_backup, files["ours"], files["theirs"])
             return f"{files['ours'].stat().st_size:,} bytes of SQLite copied to LangGraph's file"
 
-        yield Sides(ours, theirs, sql, lg_sql, copy, aprune=False)
+        yield Sides(ours, theirs, ours_working, sql, lg_sql, copy, aprune=False)
 
 
 def _backup(source: Path, target: Path) -> None:
@@ -159,8 +165,9 @@ def benchmark(name: str, saver: str, open_sides: OpenSides) -> Callable[[Servers
     async def run(servers: Servers, quick: bool) -> None:
         sizes = SIZES[quick]
         print(
-            f"\n== {name}: retention and forgetting vs LangGraph's own, {saver} (prune "
-            f"{sizes.prune_threads:,} threads, forget {sizes.forget_users} users)",
+            f"\n== {name}: retention and bulk operations vs LangGraph's own, {saver} (prune "
+            f"{sizes.prune_threads:,} threads, forget {sizes.forget_users} users, migrate "
+            f"{sizes.migrate_threads:,} threads)",
             flush=True,
         )
         with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
@@ -168,6 +175,8 @@ def benchmark(name: str, saver: str, open_sides: OpenSides) -> Callable[[Servers
                 prune_ids, forget_ids, per_thread = await _seed(sides, sizes)
                 await _prune(name, saver, sides, prune_ids, per_thread)
                 await _forget(name, sides, forget_ids)
+                ids = [f"migrate-{n:05d}" for n in range(sizes.migrate_threads)]
+                await migrate(sides.ours_working, sides.ours_sql, Path(tmp), ids, _seed_migrate)
 
     return run
 
@@ -192,6 +201,12 @@ async def _seed(sides: Sides, sizes: Sizes) -> tuple[list[str], dict[str, list[s
     counts = [await _checkpoints_left(manager, sample) for manager in (sides.ours, sides.theirs)]
     report.note(f"check copy: ours {counts[0]} checkpoints in {len(sample)} threads, LangGraph's {counts[1]}")
     return prune_ids, forget_ids, per_thread
+
+
+async def _seed_migrate(manager: MemoryManager, ids: list[str]) -> None:
+    inner = manager.checkpointer.inner
+    await checkpoint_seed.write_template(inner, MIGRATE_TEMPLATE, 2)
+    await checkpoint_seed.copy_head(inner, MIGRATE_TEMPLATE, ids)
 
 
 async def _checkpoints_left(manager: MemoryManager, thread_ids: list[str]) -> int:

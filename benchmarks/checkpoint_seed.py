@@ -5,11 +5,13 @@ is in the saver's own format), then its rows in ``checkpoints``, ``checkpoint_bl
 ``checkpoint_writes`` are copied under new thread ids by ``INSERT ... SELECT`` over
 ``unnest(ids)``, and (for the manager's database) the threads are registered in ``mt_threads``
 by COPY with the library's columns. `copy_template` moves the template to a second database,
-so both sides of a comparison hold byte-identical checkpoints.
+so both sides of a comparison hold byte-identical checkpoints. On any other saver,
+`copy_head` writes a template thread's latest checkpoint under new ids through ``aput``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import operator
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from benchmarks.servers import libpq_url
 from memory_tiers.long_term.schema import threads
 
 SAVER_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+COPY_BATCH = 100  # aput calls in flight at once
 THREAD_COLUMNS = ("thread_id", "user_id", "status", "metadata", "created_at", "last_active_at", "namespace")
 
 
@@ -51,6 +54,21 @@ async def write_template(saver: BaseCheckpointSaver[Any], thread_id: str, turns:
     for _ in range(turns):
         await graph.ainvoke({"note": "turn"}, config)
     return len([tup async for tup in saver.alist(config)])
+
+
+async def copy_head(saver: BaseCheckpointSaver[Any], template: str, thread_ids: Sequence[str]) -> None:
+    """Write thread ``template``'s latest checkpoint as the only one of each of ``thread_ids``,
+    through the saver's ``aput`` (any saver), a hundred at a time."""
+    head = await saver.aget_tuple({"configurable": {"thread_id": template, "checkpoint_ns": ""}})
+    assert head is not None, f"no template thread {template!r}"
+    versions = dict(head.checkpoint["channel_versions"])
+
+    async def put(thread_id: str) -> None:
+        config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        await saver.aput(config, head.checkpoint, head.metadata, versions)
+
+    for start in range(0, len(thread_ids), COPY_BATCH):
+        await asyncio.gather(*(put(t) for t in thread_ids[start : start + COPY_BATCH]))
 
 
 async def _columns(conn: asyncpg.Connection, table: str) -> list[str]:

@@ -39,7 +39,7 @@ from memory_tiers.observability import Metrics, Telemetry
 from memory_tiers.retention import RetentionAPI
 from memory_tiers.session.store import SessionStore
 from memory_tiers.sessions import SessionsAPI
-from memory_tiers.state.bulk import MigrationReport, migrate_threads
+from memory_tiers.state.bulk import DEFAULT_CONCURRENCY, MigrationReport, migrate_threads
 from memory_tiers.state.checkpoints import WRITER_VERSION_KEY, upgrader
 from memory_tiers.state.migrators import StateMigrator, load_migrator
 from memory_tiers.store import SqlStore
@@ -287,6 +287,7 @@ class MemoryManager:
         user_id: str | None = None,
         dry_run: bool = False,
         batch_size: int = 100,
+        concurrency: int = DEFAULT_CONCURRENCY,
         progress: Callable[[int], None] | None = None,
     ) -> MigrationReport:
         """Bring every registered thread (or one user's) to ``state.version``.
@@ -299,6 +300,7 @@ class MemoryManager:
             user_id: only this user's threads.
             dry_run: run the migrations in memory and report, writing nothing.
             batch_size: thread ids read from the registry per query.
+            concurrency: threads migrated at once (each a read and a write of its checkpoint).
             progress: called with 1 after each thread (for a progress bar).
         """
         if user_id is not None:
@@ -311,6 +313,7 @@ class MemoryManager:
             user_id=user_id,
             dry_run=dry_run,
             batch_size=batch_size,
+            concurrency=concurrency,
             progress=progress,
         )
 

@@ -178,6 +178,73 @@ async def test_bulk_migration_reports_counts_fails_per_thread_and_resumes(memory
     assert versions == {**dict.fromkeys(good, 3), bad: 1}
 
 
+def _memory_versions(manager: MemoryManager, threads: list[str]) -> Any:
+    async def read() -> dict[str, int]:
+        inner = manager.checkpointer.inner
+        return {
+            t: (await inner.aget_tuple({"configurable": {"thread_id": t}})).checkpoint["channel_values"][
+                "memory_version"
+            ]
+            for t in threads
+        }
+
+    return read()
+
+
+async def test_bulk_migration_runs_threads_concurrently_up_to_its_bound(memory_config, monkeypatch):
+    alice, threads = unique("alice"), [unique("t") for _ in range(7)]
+    await write_v1_threads(memory_config, alice, threads)
+    async with MemoryManager(v3_config(memory_config), state_migrator=migrator()) as v3:
+        inner, in_flight, most = v3.checkpointer.inner, [0], [0]
+        real = inner.aget_tuple
+
+        async def counted(config: Any) -> Any:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            try:
+                return await real(config)
+            finally:
+                in_flight[0] -= 1
+
+        with pytest.raises(ValueError, match="concurrency must be at least 1, not 0"):
+            await v3.migrate_threads(user_id=alice, concurrency=0)
+        monkeypatch.setattr(inner, "aget_tuple", counted)
+        report = await v3.migrate_threads(user_id=alice, concurrency=3)
+        monkeypatch.undo()
+        versions = await _memory_versions(v3, threads)
+
+    assert most == [3]
+    assert (report.before, report.after, report.migrated, report.failed) == ({1: 7}, {3: 7}, 7, {})
+    assert versions == dict.fromkeys(threads, 3)
+
+
+async def test_a_backend_error_stops_bulk_migration_after_the_threads_in_flight(memory_config, monkeypatch):
+    alice, threads = unique("alice"), sorted(unique("t") for _ in range(6))
+    broken = threads[1]  # the registry walks threads by id: the second one fails
+    await write_v1_threads(memory_config, alice, threads)
+    async with MemoryManager(v3_config(memory_config), state_migrator=migrator()) as v3:
+        inner = v3.checkpointer.inner
+        real = inner.aget_tuple
+
+        async def failing(config: Any) -> Any:
+            if config["configurable"]["thread_id"] == broken:
+                raise ConnectionError("the checkpointer went away")
+            return await real(config)
+
+        monkeypatch.setattr(inner, "aget_tuple", failing)
+        with pytest.raises(ConnectionError, match="went away"):
+            await v3.migrate_threads(user_id=alice, concurrency=2, batch_size=3)
+        monkeypatch.undo()
+        left = await _memory_versions(v3, threads)
+        again = await v3.migrate_threads(user_id=alice)
+        versions = await _memory_versions(v3, threads)
+
+    # The first batch's other threads were done; the next batch was not started.
+    assert left == {**dict.fromkeys(threads[:3], 3), broken: 1, **dict.fromkeys(threads[3:], 1)}
+    assert (again.before, again.migrated) == ({1: 4, 3: 2}, 4)
+    assert versions == dict.fromkeys(threads, 3)
+
+
 async def test_a_dry_run_writes_nothing(memory_config):
     alice, thread = unique("alice"), unique("t")
     config = memory_config

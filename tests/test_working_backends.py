@@ -165,3 +165,23 @@ async def test_an_in_memory_long_term_database_serves_concurrent_turns():
         )
         owners = {t.user_id for u in users for t in await manager.long_term.list_threads(u)}
     assert len(results) == len(users) and owners == set(users)
+
+
+@pytest.mark.postgres
+async def test_concurrent_turns_on_postgres_use_the_pools_connections_at_once(tmp_path, request):
+    """AsyncPostgresSaver's own lock let one call run at a time, whatever the pool
+    (langchain-ai/langgraph#7259): six concurrent turns never needed a second connection."""
+    working = {**_working("postgres", request), "pool_min_size": 1, "pool_max_size": 3}
+    users = [unique("user") for _ in range(6)]
+    async with MemoryManager(_config(tmp_path, working)) as manager:
+        graph = memory_graph(manager)
+        turns = [
+            graph.ainvoke({"messages": [("user", f"hello from {user}")]}, turn_config(user, f"{user}-t"))
+            for user in users
+        ]
+        await asyncio.gather(*turns)
+        stats = manager.checkpointer.inner.conn.get_stats()
+        states = [await graph.aget_state(turn_config(user, f"{user}-t")) for user in users]
+
+    assert stats.get("requests_queued", 0) > 0 and 1 < stats["pool_size"] <= 3
+    assert [s.values["messages"][0].content for s in states] == [f"hello from {u}" for u in users]

@@ -13,11 +13,17 @@ from memory_tiers.cli.common import FAILED_EXIT_CODE, build_config, config_optio
 from memory_tiers.config import MemoryTiersConfig
 from memory_tiers.long_term.profile_migration import ProfileMigrationReport
 from memory_tiers.manager import MemoryManager
-from memory_tiers.state.bulk import MigrationReport, count_threads
+from memory_tiers.state.bulk import DEFAULT_CONCURRENCY, MigrationReport, count_threads
 
 
 async def run_migration(
-    cfg: MemoryTiersConfig, *, dry_run: bool, user_id: str | None, batch_size: int, console: Console
+    cfg: MemoryTiersConfig,
+    *,
+    dry_run: bool,
+    user_id: str | None,
+    batch_size: int,
+    concurrency: int,
+    console: Console,
 ) -> tuple[MigrationReport, ProfileMigrationReport | None]:
     """Migrate threads, then profiles (all users' unless ``user_id``), with progress bars."""
     async with MemoryManager(cfg) as manager:
@@ -28,6 +34,7 @@ async def run_migration(
                 user_id=user_id,
                 dry_run=dry_run,
                 batch_size=batch_size,
+                concurrency=concurrency,
                 progress=lambda n: progress.advance(task, n),
             )
             if user_id is not None:
@@ -62,8 +69,20 @@ def state_group() -> None:
 @click.option("--dry-run", is_flag=True, help="Run the migrations in memory and report; write nothing.")
 @click.option("--user", "user_id", default=None, help="Only this user's threads.")
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--concurrency",
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Threads migrated at once.",
+)
 def migrate(
-    config_file: Path | None, data_dir: Path | None, dry_run: bool, user_id: str | None, batch_size: int
+    config_file: Path | None,
+    data_dir: Path | None,
+    dry_run: bool,
+    user_id: str | None,
+    batch_size: int,
+    concurrency: int,
 ) -> None:
     """Bring every registered thread to `state.version` (with `state.migrators`), then every
     profile to `long_term.profile.version` (with `long_term.profile.migrators`).
@@ -75,7 +94,14 @@ def migrate(
     cfg = build_config(config_file, data_dir)
     console = Console()
     threads, profiles = asyncio.run(
-        run_migration(cfg, dry_run=dry_run, user_id=user_id, batch_size=batch_size, console=console)
+        run_migration(
+            cfg,
+            dry_run=dry_run,
+            user_id=user_id,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            console=console,
+        )
     )
     verb = "would migrate" if dry_run else "migrated"
     console.print(report_table(threads, cfg.state.version, "threads"))

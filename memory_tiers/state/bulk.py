@@ -4,6 +4,7 @@ running it again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ from memory_tiers.long_term.store import TIER, LongTermStore
 from memory_tiers.state.checkpoints import check_not_newer, plan_upgrade, state_version, upgrade_checkpoint
 from memory_tiers.state.migrators import StateMigrator
 from memory_tiers.translate import translate_errors
+
+DEFAULT_CONCURRENCY = 4
+"""Threads a bulk migration reads and writes at once: enough to overlap the round trips, few
+enough to leave most of a pool (PostgreSQL's default holds 10) to live traffic beside it."""
 
 
 @dataclass
@@ -81,12 +86,19 @@ async def migrate_threads(
     user_id: str | None = None,
     dry_run: bool = False,
     batch_size: int = 100,
+    concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], None] | None = None,
 ) -> MigrationReport:
-    """Bring every registered thread's latest checkpoint to ``current_version``."""
+    """Bring every registered thread's latest checkpoint to ``current_version``: each batch's
+    threads ``concurrency`` at a time. A backend error stops the run once the threads in flight
+    are done, and is raised; the threads migrated so far stay migrated."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
     report = MigrationReport(dry_run=dry_run)
-    async for batch in thread_id_batches(store, user_id=user_id, batch_size=batch_size):
-        for thread_id in batch:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def migrate(thread_id: str) -> None:
+        async with gate:
             tup = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
             if tup is not None:
                 version = state_version(tup, migrator.initial_version)
@@ -94,8 +106,14 @@ async def migrate_threads(
                 report.after[
                     await _migrate_one(saver, tup, migrator, current_version, thread_id, report)
                 ] += 1
-            if progress is not None:
-                progress(1)
+        if progress is not None:
+            progress(1)
+
+    async for batch in thread_id_batches(store, user_id=user_id, batch_size=batch_size):
+        outcomes = await asyncio.gather(*(migrate(thread_id) for thread_id in batch), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
     return report
 
 

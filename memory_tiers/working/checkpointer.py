@@ -223,8 +223,14 @@ async def _open_postgres(
     except PoolTimeout as exc:
         await pool.close()
         raise BackendUnavailableError(TIER, mask_url(url), f"no connection within {timeout:g}s") from exc
+    saver = aio.AsyncPostgresSaver(pool, serde=serde)
+    # AsyncPostgresSaver holds one asyncio.Lock around every call, even on a pool, so all of a
+    # worker's checkpoint reads and writes went one at a time over one connection
+    # (langchain-ai/langgraph#7259). On a pool each call checks out a connection of its own: as
+    # many calls run at once as the pool holds, and the rest wait their turn as before.
+    saver.lock = asyncio.Semaphore(config.pool_max_size)  # type: ignore[assignment]
     try:
-        yield aio.AsyncPostgresSaver(pool, serde=serde)
+        yield saver
     finally:
         await pool.close()
 

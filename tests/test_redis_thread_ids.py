@@ -26,6 +26,16 @@ def _two_threads() -> tuple[str, str]:
     return token.upper(), token.lower()
 
 
+def _alice_and_bob() -> tuple[str, str, str, str]:
+    """Two users and their threads, whose ids differ only in case."""
+    alice_thread, bob_thread = _two_threads()
+    return unique("alice"), unique("bob"), alice_thread, bob_thread
+
+
+def _redis_manager(redis_stack_url: str, tmp_path: Any) -> MemoryManager:
+    return MemoryManager({"data_dir": str(tmp_path), "working": {"backend": "redis", "url": redis_stack_url}})
+
+
 async def _keys(saver: Any, thread: str) -> set[str]:
     """Every key of the thread's checkpoints and writes (SCAN's MATCH is case-sensitive)."""
     found = set()
@@ -51,10 +61,8 @@ async def _bob_waits_and_alice_talks(
 
 @pytest.mark.redis_stack
 async def test_listings_and_exports_hold_only_the_users_own_thread(redis_stack_url, tmp_path):
-    alice, bob = unique("alice"), unique("bob")
-    alice_thread, bob_thread = _two_threads()
-    config = {"data_dir": str(tmp_path), "working": {"backend": "redis", "url": redis_stack_url}}
-    async with MemoryManager(config) as manager:
+    alice, bob, alice_thread, bob_thread = _alice_and_bob()
+    async with _redis_manager(redis_stack_url, tmp_path) as manager:
         graph = await _bob_waits_and_alice_talks(manager, alice, bob, alice_thread, bob_thread)
         saver = manager.checkpointer.inner
         mine = {
@@ -84,8 +92,7 @@ async def test_what_one_user_removes_leaves_the_other_users_thread_whole(
 ):
     if page is not None:  # every search pages, with the other thread's documents on its pages
         monkeypatch.setattr(redis_saver, "PAGE", page)
-    alice, bob = unique("alice"), unique("bob")
-    alice_thread, bob_thread = _two_threads()
+    alice, bob, alice_thread, bob_thread = _alice_and_bob()
     working = {"backend": "redis", "url": redis_stack_url, "retention": {"keep_last": 1}}
     async with MemoryManager({"data_dir": str(tmp_path), "working": working}) as manager:
         graph = await _bob_waits_and_alice_talks(manager, alice, bob, alice_thread, bob_thread)
@@ -136,10 +143,8 @@ async def test_a_listing_by_a_number_still_finds_the_thread_on_sqlite(tmp_path):
 async def test_a_limited_listing_asks_the_saver_for_more_only_while_other_threads_fill_it(
     redis_stack_url, tmp_path, monkeypatch
 ):
-    alice, bob = unique("alice"), unique("bob")
-    alice_thread, bob_thread = _two_threads()
-    config = {"data_dir": str(tmp_path), "working": {"backend": "redis", "url": redis_stack_url}}
-    async with MemoryManager(config) as manager:
+    alice, bob, alice_thread, bob_thread = _alice_and_bob()
+    async with _redis_manager(redis_stack_url, tmp_path) as manager:
         graph = log_graph(manager)
         for _ in range(2):
             await graph.ainvoke({"turns": 0}, turn_config(alice, alice_thread))
@@ -169,10 +174,8 @@ async def test_a_limited_listing_asks_the_saver_for_more_only_while_other_thread
 async def test_a_checkpoint_written_between_the_savers_listings_is_not_listed_twice(
     redis_stack_url, tmp_path, monkeypatch
 ):
-    alice, bob = unique("alice"), unique("bob")
-    alice_thread, bob_thread = _two_threads()
-    config = {"data_dir": str(tmp_path), "working": {"backend": "redis", "url": redis_stack_url}}
-    async with MemoryManager(config) as manager:
+    alice, bob, alice_thread, bob_thread = _alice_and_bob()
+    async with _redis_manager(redis_stack_url, tmp_path) as manager:
         graph = log_graph(manager)
         await graph.ainvoke({"turns": 0}, turn_config(alice, alice_thread))
         for _ in range(2):  # bob's checkpoints come between alice's old and new ones

@@ -10,6 +10,7 @@ never a checkpoint scan):
    namespace, plus every older one a kept checkpoint needs (delta channels, old-format sends);
    each registry batch is planned from one read of its chains (ids, versions and metadata, no
    values), pruned in one transaction (SQLite, PostgreSQL) and marked pruned in one UPDATE;
+   the next batch is read while one is pruned (two batches in flight at most);
 3. expired sessions are archived into long-term memory (one pass of the session sweeper).
 
 Every step is idempotent, so a run stopped at any point is resumed by running it again.
@@ -17,7 +18,8 @@ Every step is idempotent, so a run stopped at any point is resumed by running it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -102,9 +104,13 @@ class RetentionAPI:
                     await self._guarded(report, record, self._expire(report, record, scope.rule, started))
                     tick(1)
             if scope.rule.keep_last is not None:
-                async for batch in self._unpruned(scope):
-                    await self._prune_batch(report, batch, scope.rule.keep_last, started)
+                keep_last = scope.rule.keep_last
+
+                async def prune(batch: list[ThreadRecord], keep_last: int = keep_last) -> None:
+                    await self._prune_batch(report, batch, keep_last, started)
                     tick(len(batch))
+
+                await _overlapped(self._unpruned(scope), prune)
         if not dry_run:
             # Also done periodically while the manager is open; here for deployments that
             # run retention as a job instead.
@@ -189,3 +195,27 @@ class RetentionAPI:
         if not report.dry_run:
             # The run's start, not now: a turn written during the prune is pruned next time.
             await self._manager.long_term.registry.mark_pruned(thread_ids, started)
+
+
+async def _overlapped(
+    batches: AsyncIterator[list[ThreadRecord]], handle: Callable[[list[ThreadRecord]], Awaitable[None]]
+) -> None:
+    """``handle`` each batch, the next one (its registry read, its chains' read) while the one
+    before is still being pruned: two at most, so one batch's reads overlap the previous one's
+    DELETE on the server. On an error the other batch in flight is finished first (each prune
+    is one transaction), then the error is raised; a cancelled run cancels both."""
+    in_flight: list[asyncio.Task[None]] = []
+    try:
+        async for batch in batches:
+            in_flight.append(asyncio.ensure_future(handle(batch)))
+            if len(in_flight) == 2:
+                await in_flight.pop(0)
+        while in_flight:
+            await in_flight.pop(0)
+    except asyncio.CancelledError:
+        for task in in_flight:
+            task.cancel()
+        raise
+    finally:
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from test_threads import log_graph, run_turns, states
 
 from memory_tiers import MemoryManager
+from memory_tiers import retention as retention_module
 from memory_tiers.long_term.schema import threads
 from memory_tiers.working import redis_saver
 from memory_tiers.working.chain import checkpoint_info, load_thread, plan_prune
@@ -160,6 +161,36 @@ async def test_one_batch_prunes_many_threads_and_a_failing_batch_falls_back_per_
         kept = after[thread]
         assert kept == {cid: before[thread][cid] for cid in kept} and len(kept) < len(before[thread])
     assert again.pruned_threads == 0
+
+
+async def test_an_error_in_one_batch_is_raised_once_the_batches_in_flight_are_done(
+    checkpointer_config, monkeypatch
+):
+    alice, threads_ = unique("alice"), sorted(unique("t") for _ in range(3))
+    config = with_retention(checkpointer_config, keep_last=1, batch_size=1)
+    async with MemoryManager(config) as manager:
+        graph = log_graph(manager)
+        for thread in threads_:
+            await run_turns(graph, alice, thread, 3)
+        counts = {t: len(await states(graph, alice, t)) for t in threads_}
+        real = retention_module.read_chains
+
+        async def second_batch_breaks(saver: Any, thread_ids: Any) -> Any:
+            if list(thread_ids) == [threads_[1]]:
+                raise RuntimeError("the chains could not be read")
+            return await real(saver, thread_ids)
+
+        monkeypatch.setattr(retention_module, "read_chains", second_batch_breaks)
+        with pytest.raises(RuntimeError, match="could not be read"):
+            await manager.retention.run()
+        monkeypatch.undo()
+        left = {t: len(await states(graph, alice, t)) for t in threads_}
+        again = await manager.retention.run()
+
+    # The first and third batches (in flight beside the second) were pruned; the second is next run's.
+    assert left[threads_[1]] == counts[threads_[1]] > 1
+    assert left[threads_[0]] < counts[threads_[0]] and left[threads_[2]] < counts[threads_[2]]
+    assert again.pruned_threads == 1 and again.failed == {}
 
 
 async def test_idle_threads_are_archived_or_deleted_per_namespace_and_dry_run_writes_nothing(

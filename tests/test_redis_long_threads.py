@@ -46,7 +46,7 @@ def _ids(tuples: list[Any]) -> list[str]:
 
 @pytest.mark.redis_stack
 async def test_a_thread_past_the_savers_listing_cap_lists_exports_and_shows_every_checkpoint(
-    redis_stack_url, tmp_path
+    redis_stack_url, tmp_path, monkeypatch
 ):
     alice, thread = unique("alice"), unique("thread")
     old_ids = [str(uuid6()) for _ in range(OLD_BRANCH)]  # ids are time-ordered: older than the turns'
@@ -65,6 +65,15 @@ async def test_a_thread_past_the_savers_listing_cap_lists_exports_and_shows_ever
         exported = (await manager.users.export(alice))["working"]["threads"]
         history = await manager.threads.history(alice, thread)
         state = await graph.aget_state(turn_config(alice, thread))
+        asked, real = [], saver.alist
+
+        def counted(config: Any, **kwargs: Any) -> Any:
+            asked.append(kwargs.get("limit"))
+            return real(config, **kwargs)
+
+        monkeypatch.setattr(saver, "alist", counted)
+        newest = await manager.threads.history(alice, thread, limit=3)
+        older = await manager.threads.history(alice, thread, before=history[2].checkpoint_id, limit=2)
 
     assert stored == turns | set(old_ids)
     assert len(upstream) == redis_saver.LISTING_CAP, "the saver's own listing must stop short"
@@ -72,3 +81,7 @@ async def test_a_thread_past_the_savers_listing_cap_lists_exports_and_shows_ever
     assert {c["id"] for c in exported[0]["checkpoints"]} == stored
     assert [c.checkpoint_id for c in history] == sorted(stored, reverse=True)
     assert state.values["log"] == ["turn-1", "turn-2"]
+    # A page of history asks the saver for a page (then more while newer ones fill it), never
+    # for the whole thread.
+    assert newest == history[:3] and older == history[3:5]
+    assert None not in asked and max(asked) < len(stored)

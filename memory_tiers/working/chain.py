@@ -20,7 +20,7 @@ stores without deserializing channel values or pending writes.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +121,11 @@ async def list_thread(
     filter: dict[str, Any] | None = None,
     before: RunnableConfig | None = None,
     limit: int | None = None,
+    keep: Callable[[CheckpointTuple], bool] | None = None,
 ) -> AsyncIterator[CheckpointTuple]:
     """``saver.alist`` of the thread ``config`` names, holding only that thread's checkpoints
-    (`of_thread`), newest first.
+    (`of_thread`) and, with ``keep``, only those it keeps, newest first (``limit`` counts the
+    kept ones).
 
     AsyncRedisSaver's listing may hold other threads' checkpoints too, and without a limit it
     stops at its newest 10,000. There a ``limit`` is asked of the saver first, then four times
@@ -149,6 +151,8 @@ async def list_thread(
                 cid = checkpoint_id(tup)
                 key = (tup.config["configurable"].get("checkpoint_ns") or ROOT_NS, cid)
                 if not of_thread(tup, thread_id) or key in yielded or (oldest is not None and cid > oldest):
+                    continue
+                if keep is not None and not keep(tup):
                     continue
                 yielded.add(key)
                 last = cid
@@ -176,31 +180,28 @@ async def load_thread(saver: BaseCheckpointSaver[Any], thread_id: str) -> dict[s
     return dict(by_ns)
 
 
-def _filters_lists_exactly(saver: BaseCheckpointSaver[Any]) -> bool:
-    # AsyncRedisSaver's ``alist`` ignores ``before`` unless the id is a ULID (LangGraph's are
-    # UUIDs) and takes namespace "" to mean every namespace.
-    return not is_saver(saver, "AsyncRedisSaver")
-
-
 async def root_history(
     saver: BaseCheckpointSaver[Any], thread_id: str, *, before: str | None = None, limit: int | None = None
 ) -> AsyncIterator[CheckpointTuple]:
     """The root graph's checkpoints of a thread, newest first: those older than ``before``, at
-    most ``limit``; the same on every saver."""
-    exact = _filters_lists_exactly(saver)
+    most ``limit``; the same on every saver. (AsyncRedisSaver's ``alist`` ignores ``before``
+    unless the id is a ULID, LangGraph's are UUIDs, and takes namespace "" to mean every
+    namespace: `list_thread` keeps what the listing should have held, and asks for more while
+    the rest fill the ``limit``.)"""
+
+    if limit is not None and limit < 1:
+        return
+
+    def wanted(tup: CheckpointTuple) -> bool:
+        ns = tup.config["configurable"].get("checkpoint_ns") or ROOT_NS
+        return ns == ROOT_NS and (before is None or checkpoint_id(tup) < before)
+
     before_config = None if before is None else thread_config(thread_id, ROOT_NS, before)
     listed = list_thread(
-        saver, thread_config(thread_id, ROOT_NS), before=before_config, limit=limit if exact else None
+        saver, thread_config(thread_id, ROOT_NS), before=before_config, limit=limit, keep=wanted
     )
-    count = 0
     try:
         async for tup in listed:
-            if limit is not None and count >= limit:
-                break
-            ns = tup.config["configurable"].get("checkpoint_ns") or ROOT_NS
-            if ns != ROOT_NS or (before is not None and checkpoint_id(tup) >= before):
-                continue
-            count += 1
             yield tup
     finally:
         await listed.aclose()

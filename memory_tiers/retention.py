@@ -202,11 +202,14 @@ async def _overlapped(
 ) -> None:
     """``handle`` each batch, the next one (its registry read, its chains' read) while the one
     before is still being pruned: two at most, so one batch's reads overlap the previous one's
-    DELETE on the server. On an error the other batch in flight is finished first (each prune
-    is one transaction), then the error is raised; a cancelled run cancels both."""
+    DELETE on the server. On an error no new batch is started, the other batch in flight is
+    finished (each prune is one transaction), then the error is raised; a cancelled run cancels
+    both."""
     in_flight: list[asyncio.Task[None]] = []
     try:
         async for batch in batches:
+            if any(task.done() and task.exception() is not None for task in in_flight):
+                break  # the newer batch failed while the older one ran: start no more
             in_flight.append(asyncio.ensure_future(handle(batch)))
             if len(in_flight) == 2:
                 await in_flight.pop(0)

@@ -224,24 +224,26 @@ async def test_a_backend_error_stops_bulk_migration_after_the_threads_in_flight(
     await write_v1_threads(memory_config, alice, threads)
     async with MemoryManager(v3_config(memory_config), state_migrator=migrator()) as v3:
         inner = v3.checkpointer.inner
-        real = inner.aget_tuple
+        real, started = inner.aget_tuple, []
 
         async def failing(config: Any) -> Any:
+            started.append(config["configurable"]["thread_id"])
             if config["configurable"]["thread_id"] == broken:
                 raise ConnectionError("the checkpointer went away")
             return await real(config)
 
         monkeypatch.setattr(inner, "aget_tuple", failing)
         with pytest.raises(ConnectionError, match="went away"):
-            await v3.migrate_threads(user_id=alice, concurrency=2, batch_size=3)
+            await v3.migrate_threads(user_id=alice, concurrency=2)
         monkeypatch.undo()
         left = await _memory_versions(v3, threads)
         again = await v3.migrate_threads(user_id=alice)
         versions = await _memory_versions(v3, threads)
 
-    # The first batch's other threads were done; the next batch was not started.
-    assert left == {**dict.fromkeys(threads[:3], 3), broken: 1, **dict.fromkeys(threads[3:], 1)}
-    assert (again.before, again.migrated) == ({1: 4, 3: 2}, 4)
+    # The thread in flight beside the failing one was done; none was started after the failure.
+    assert started == threads[:2]
+    assert left == {threads[0]: 3, **dict.fromkeys(threads[1:], 1)}
+    assert (again.before, again.migrated) == ({1: 5, 3: 1}, 5)
     assert versions == dict.fromkeys(threads, 3)
 
 

@@ -16,9 +16,12 @@ from sqlalchemy import func, select
 from memory_tiers.errors import StateSchemaError
 from memory_tiers.long_term.schema import threads
 from memory_tiers.long_term.store import TIER, LongTermStore
+from memory_tiers.observability import get_logger
 from memory_tiers.state.checkpoints import check_not_newer, plan_upgrade, state_version, upgrade_checkpoint
 from memory_tiers.state.migrators import StateMigrator
 from memory_tiers.translate import translate_errors
+
+logger = get_logger(__name__)
 
 DEFAULT_CONCURRENCY = 4
 """Threads a bulk migration reads and writes at once: enough to overlap the round trips, few
@@ -96,24 +99,34 @@ async def migrate_threads(
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
     report = MigrationReport(dry_run=dry_run)
     gate = asyncio.Semaphore(concurrency)
+    errors: list[BaseException] = []
+
+    async def migrate_thread(thread_id: str) -> None:
+        tup = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+        if tup is not None:
+            version = state_version(tup, migrator.initial_version)
+            report.before[version] += 1
+            report.after[await _migrate_one(saver, tup, migrator, current_version, thread_id, report)] += 1
 
     async def migrate(thread_id: str) -> None:
         async with gate:
-            tup = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
-            if tup is not None:
-                version = state_version(tup, migrator.initial_version)
-                report.before[version] += 1
-                report.after[
-                    await _migrate_one(saver, tup, migrator, current_version, thread_id, report)
-                ] += 1
+            if errors:  # a thread before this one failed: start no more
+                return
+            try:
+                await migrate_thread(thread_id)
+            except BaseException as exc:
+                errors.append(exc)
+                raise
         if progress is not None:
             progress(1)
 
     async for batch in thread_id_batches(store, user_id=user_id, batch_size=batch_size):
-        outcomes = await asyncio.gather(*(migrate(thread_id) for thread_id in batch), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        # Every thread's error is in ``errors``; gather only waits for the ones in flight.
+        await asyncio.gather(*(migrate(thread_id) for thread_id in batch), return_exceptions=True)
+        for other in errors[1:]:
+            logger.warning("bulk migration: a thread in flight also failed: %r", other)
+        if errors:
+            raise errors[0]
     return report
 
 

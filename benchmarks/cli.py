@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "bulk": bulk.run,
     "bulk-redis": bulk_savers.run_redis,
     "bulk-sqlite": bulk_savers.run_sqlite,
+    "bulk-memory": bulk_savers.run_memory,
     "concurrency": concurrency.run,
 }
 

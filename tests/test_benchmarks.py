@@ -135,6 +135,17 @@ EXPECTED = {
         ),
         1,
     ),
+    "bulk-memory": Expected(
+        (
+            "check copy: ours 132 checkpoints in 11 threads, LangGraph's 132",
+            "check checkpoints left: ours 10 (expected 10); InMemorySaver has no aprune",
+            "[prune]",
+            "[forget]",
+            "[migrate]",
+            "check after the run: threads per version {2: 50}, 0 failed",
+        ),
+        1,
+    ),
     "concurrency": Expected(
         ("[postgres+redis, 10 concurrent sessions: turn latency]", "throughput", "wrap(agent) / no memory"),
         0,

@@ -98,22 +98,22 @@ async def migrate(
     data_dir: Path,
     ids: list[str],
     seed: SeedVersionOne,
-    saver: Any = None,
+    shared_saver: Any = None,
 ) -> None:
     """``manager.migrate_threads()`` of threads ``ids`` from state version 1 to 2 (``seed``
     writes them): half of them one at a time, the other half at the default concurrency, each
     half a user's (`register`). Against the least any migration does: reading each thread's
     latest checkpoint (``aget_tuple``); LangGraph has no bulk state migration. Both managers
-    open ``working``, or share ``saver`` when given (an InMemorySaver lives in its manager's
+    open ``working``, or share ``shared_saver`` when given (an InMemorySaver lives in its manager's
     process only). Prints the rates and a check of the versions after the run."""
     base = {"data_dir": str(data_dir / "migrate"), "working": working, "long_term": {"url": sql_url}}
-    async with MemoryManager(base, checkpointer=saver) as v1:
+    async with MemoryManager(base, checkpointer=shared_saver) as v1:
         await seed(v1, ids)
     halves = {1: ids[0::2], DEFAULT_CONCURRENCY: ids[1::2]}
     for concurrency, half in halves.items():
         await checkpoint_seed.register(sql_url, f"{MIGRATE_OWNER}-{concurrency}", half)
     v2_config = {**base, "state": {"version": 2}}
-    async with MemoryManager(v2_config, checkpointer=saver, state_migrator=migrator()) as v2:
+    async with MemoryManager(v2_config, checkpointer=shared_saver, state_migrator=migrator()) as v2:
         saver = v2.checkpointer.inner
 
         async def read_all() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from helpers import memory_graph, turn_config, unique
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from sqlalchemy import update
 from test_threads import log_graph, run_turns, states
@@ -127,6 +128,38 @@ async def test_the_chain_reader_agrees_with_the_full_checkpoints_and_batches_thr
             # PostgreSQL's reader knows which values are inline (no blob to delete): fewer candidates.
             assert got.delete == want.delete
             assert all(got.freed_blobs[ns] <= blobs for ns, blobs in want.freed_blobs.items())
+
+
+class IntegerVersionSaver(InMemorySaver):
+    """An in-memory saver with the base saver's integer channel versions (its blobs' keys)."""
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return int(current or 0) + 1
+
+
+@pytest.mark.parametrize("saver_class", [InMemorySaver, IntegerVersionSaver])
+async def test_pruning_an_in_memory_thread_frees_exactly_the_blobs_no_kept_checkpoint_uses(saver_class):
+    alice, pruned, other = unique("alice"), unique("t"), unique("t")
+    async with MemoryManager({"working": {"backend": "memory"}}, checkpointer=saver_class()) as manager:
+        graph = log_graph(manager)
+        for thread in (pruned, other):
+            await run_turns(graph, alice, thread, 6)
+        saver = manager.checkpointer.inner
+        others_before = {key: blob for key, blob in saver.blobs.items() if key[0] == other}
+        plan = plan_prune((await read_chains(saver, [pruned]))[pruned], keep_last=1)
+        removed = await prune_threads(saver, {pruned: plan})
+        used = {
+            (pruned, ns, channel, version)
+            for ns, stored in saver.storage[pruned].items()
+            for checkpoint_b, _, _ in stored.values()
+            for channel, version in saver.serde.loads_typed(checkpoint_b)["channel_versions"].items()
+        }
+        left = {key for key in saver.blobs if key[0] == pruned}
+        others_after = {key: blob for key, blob in saver.blobs.items() if key[0] == other}
+
+    assert removed == plan.checkpoints > 0
+    assert left == used  # every blob a kept checkpoint uses, and no other
+    assert others_after == others_before
 
 
 async def test_one_batch_prunes_many_threads_and_a_failing_batch_falls_back_per_thread(

@@ -69,19 +69,25 @@ def _info(
 
 async def _read_memory(saver: InMemorySaver, thread_ids: Sequence[str]) -> ThreadChains:
     # Checkpoints are stored without their values; a channel has a value when its blob at the
-    # checkpoint's version is not the "empty" marker.
+    # checkpoint's version is not the "empty" marker. Only the namespace's delta channels are
+    # looked up (the only ones a plan asks about).
     chains = _chains(thread_ids)
     for thread_id in thread_ids:
         for ns, stored in saver.storage.get(thread_id, {}).items():
+            decoded = [
+                (cid, parent, saver.serde.loads_typed(checkpoint_b), saver.serde.loads_typed(metadata_b))
+                for cid, (checkpoint_b, metadata_b, parent) in stored.items()
+            ]
+            asked = frozenset().union(*(delta_channels(metadata) for *_, metadata in decoded))
             chain = chains[thread_id].setdefault(ns, {})
-            for cid, (checkpoint_b, metadata_b, parent) in stored.items():
-                checkpoint = saver.serde.loads_typed(checkpoint_b)
+            for cid, parent, checkpoint, metadata in decoded:
+                versions = checkpoint["channel_versions"]
                 holds = {
                     channel
-                    for channel, version in checkpoint["channel_versions"].items()
-                    if saver.blobs.get((thread_id, ns, channel, version), ("empty",))[0] != "empty"
+                    for channel in asked & versions.keys()
+                    if saver.blobs.get((thread_id, ns, channel, versions[channel]), ("empty",))[0] != "empty"
                 }
-                chain[cid] = _info(cid, parent, checkpoint, saver.serde.loads_typed(metadata_b), holds)
+                chain[cid] = _info(cid, parent, checkpoint, metadata, holds)
     return chains
 
 
@@ -92,10 +98,16 @@ async def _prune_memory(saver: InMemorySaver, plans: Mapping[str, PrunePlan]) ->
             for cid in ids:
                 stored.pop(cid, None)
                 saver.writes.pop((thread_id, ns, cid), None)
-            freed = plan.freed_blobs.get(ns, set())
-            for key in [k for k in saver.blobs if k[:2] == (thread_id, ns) and (k[2], str(k[3])) in freed]:
-                del saver.blobs[key]
+            for channel, version in plan.freed_blobs.get(ns, ()):
+                for stored_version in _stored_versions(version):
+                    saver.blobs.pop((thread_id, ns, channel, stored_version), None)
     return sum(plan.checkpoints for plan in plans.values())
+
+
+def _stored_versions(version: str) -> tuple[str | int, ...]:
+    # A plan names versions as text; InMemorySaver's are text too, but a subclass may keep
+    # the base saver's integer versions, the keys of its blobs.
+    return (version, int(version)) if version.isdigit() else (version,)
 
 
 # -- SQLite ------------------------------------------------------------------------------------

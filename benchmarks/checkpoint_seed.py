@@ -126,6 +126,18 @@ async def register(url: str, user_id: str, thread_ids: Sequence[str]) -> None:
         await conn.close()
 
 
+async def settle(url: str, tables: Sequence[str]) -> None:
+    """VACUUM (ANALYZE) ``tables`` (names this module or the schema defines): rows seeded in
+    bulk are then as a database in service holds them (hint bits set, statistics current), so
+    whichever side is timed first does not pay for the seeding's aftermath (autovacuum and
+    first-touch writes) alone."""
+    conn = await asyncpg.connect(libpq_url(url))
+    try:
+        await conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
+    finally:
+        await conn.close()
+
+
 async def count_checkpoints(url: str, thread_ids: Sequence[str]) -> int:
     """How many checkpoints the threads have left."""
     conn = await asyncpg.connect(libpq_url(url))

@@ -320,6 +320,36 @@ async def test_export_and_forget_a_user(memory_config):
         assert await store.export_user(alice) == []
 
 
+async def test_forget_finds_an_entry_only_the_expiry_index_names_and_pages_through_the_others(
+    memory_config, monkeypatch
+):
+    alice, stale, others = unique("alice"), unique("s"), 3000
+    async with MemoryManager(memory_config) as manager:
+        store = manager.session_store
+        index = store.keys.expiry_index()
+        # Alice's session expired and so did its shadow (no sweeper ran): only its index entry
+        # still names her, among other users' entries.
+        await store.client.zadd(index, {store.keys.expiry_member(alice, stale): time.time() - 3600})
+        entries = {store.keys.expiry_member(f"other-{n}", "s"): n for n in range(others)}
+        await store.client.zadd(index, entries)
+        sent: list[str] = []
+        execute_command = type(store.client).execute_command
+
+        async def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(str(args[0]).upper())
+            return await execute_command(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(store.client), "execute_command", recorded)
+        removed = await store.forget_user(alice)
+        monkeypatch.undo()
+        left = await expiry_entries(store)
+
+    assert removed == 1
+    assert store.keys.expiry_member(alice, stale) not in left and len(left) == others
+    # Pages of about a thousand entries, not Redis' default ten (about 300 round trips here).
+    assert 1 <= sent.count("ZSCAN") <= 10
+
+
 async def test_the_manager_sweeps_periodically_and_survives_a_failing_sweep(
     memory_config, monkeypatch, caplog
 ):

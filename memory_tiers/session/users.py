@@ -17,6 +17,9 @@ from memory_tiers.session.keys import SessionKeys
 from memory_tiers.session.records import SessionRecord, decode
 
 _BATCH = 500  # keys per MGET / DEL
+# Entries one SCAN or ZSCAN call looks at (Redis' default is 10): finding a user's keys scans the
+# keyspace, and finding their expiry entries the index of every user's sessions.
+_SCAN_COUNT = 1000
 # Longer than any sweeper takes between reading a shadow and deleting it.
 FORGOTTEN_TTL_SECONDS = 300
 
@@ -26,7 +29,7 @@ async def _user_keys(client: aioredis.Redis, keys: SessionKeys, user_id: str) ->
     tombstone = keys.forgotten(user_id)
     return [
         key
-        async for key in client.scan_iter(match=keys.user_pattern(user_id), count=_BATCH)
+        async for key in client.scan_iter(match=keys.user_pattern(user_id), count=_SCAN_COUNT)
         if key != tombstone
     ]
 
@@ -72,7 +75,9 @@ async def forget_user(client: aioredis.Redis, keys: SessionKeys, user_id: str) -
     index = keys.expiry_index()
     members = [
         member
-        async for member, _ in client.zscan_iter(index, match=keys.expiry_member_pattern(user_id))
+        async for member, _ in client.zscan_iter(
+            index, match=keys.expiry_member_pattern(user_id), count=_SCAN_COUNT
+        )
         if keys.parse_expiry_member(member)[0] == user_id
     ]
     session_ids = {keys.parse_expiry_member(member)[1] for member in members}

@@ -137,17 +137,26 @@ class IntegerVersionSaver(InMemorySaver):
         return int(current or 0) + 1
 
 
-@pytest.mark.parametrize("saver_class", [InMemorySaver, IntegerVersionSaver])
+class FloatVersionSaver(InMemorySaver):
+    """An in-memory saver whose channel versions are floats."""
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return float(current or 0) + 1.0
+
+
+@pytest.mark.parametrize("saver_class", [InMemorySaver, IntegerVersionSaver, FloatVersionSaver])
 async def test_pruning_an_in_memory_thread_frees_exactly_the_blobs_no_kept_checkpoint_uses(saver_class):
     alice, pruned, other = unique("alice"), unique("t"), unique("t")
     async with MemoryManager({"working": {"backend": "memory"}}, checkpointer=saver_class()) as manager:
         graph = log_graph(manager)
         for thread in (pruned, other):
-            await run_turns(graph, alice, thread, 6)
+            await run_turns(graph, alice, thread, 8)
+        before = await states(graph, alice, pruned)
         saver = manager.checkpointer.inner
         others_before = {key: blob for key, blob in saver.blobs.items() if key[0] == other}
-        plan = plan_prune((await read_chains(saver, [pruned]))[pruned], keep_last=1)
+        plan = plan_prune((await read_chains(saver, [pruned]))[pruned], keep_last=2)
         removed = await prune_threads(saver, {pruned: plan})
+        after = await states(graph, alice, pruned)
         used = {
             (pruned, ns, channel, version)
             for ns, stored in saver.storage[pruned].items()
@@ -158,6 +167,8 @@ async def test_pruning_an_in_memory_thread_frees_exactly_the_blobs_no_kept_check
         others_after = {key: blob for key, blob in saver.blobs.items() if key[0] == other}
 
     assert removed == plan.checkpoints > 0
+    assert 2 < len(after) < len(before)  # the delta chain back to a snapshot is kept too
+    assert after == {cid: before[cid] for cid in after}  # every kept checkpoint loads as before
     assert left == used  # every blob a kept checkpoint uses, and no other
     assert others_after == others_before
 

@@ -104,10 +104,12 @@ async def _prune_memory(saver: InMemorySaver, plans: Mapping[str, PrunePlan]) ->
     return sum(plan.checkpoints for plan in plans.values())
 
 
-def _stored_versions(version: str) -> tuple[str | int, ...]:
-    # A plan names versions as text; InMemorySaver's are text too, but a subclass may keep
-    # the base saver's integer versions, the keys of its blobs.
-    return (version, int(version)) if version.isdigit() else (version,)
+def _stored_versions(version: str) -> tuple[str | int | float, ...]:
+    # A plan names versions as text; InMemorySaver's are text too, but a subclass may keep the
+    # base saver's integer versions (or floats), the keys of its blobs.
+    if not version.replace(".", "", 1).isdecimal():
+        return (version,)
+    return (version, float(version)) if "." in version else (version, int(version))
 
 
 # -- SQLite ------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ SIZES = {
     True: Sizes(10, 4, 2, 500, 3, 2, 100),
 }
 TEMPLATE, MIGRATE_TEMPLATE = "bulk-template", "migrate-template"
-WARM_UP_USER = 998  # user_id(90_998), none of the timed users; even: ours first, as in round 0
+WARM_UP_USER = 998  # user_id(90_998): none of the timed users
 FORGET_TABLES = (*checkpoint_seed.SAVER_TABLES, *(table.name for table in USER_TABLES))
 
 
@@ -152,11 +152,12 @@ async def _forget(sides: Sides, sizes: Sizes) -> None:
 
 async def _forget_user(sides: Sides, number: int, *, facts: int, thread_count: int) -> tuple[float, float]:
     """Seed user ``number`` on both sides and forget it on both (`forget_both`); their seconds."""
-    owner = user_id(90_000 + number)
+    index = 90_000 + number
+    owner = user_id(index)
     threads = [f"forget-{number}-{n:03d}" for n in range(thread_count)]
     urls = (sides.ours_url, sides.theirs_url)
     for url in urls:
-        await seed_postgres(url, Corpus(90_000 + number, 1, facts), observations=True)
+        await seed_postgres(url, Corpus(index, 1, facts), observations=True)
         await checkpoint_seed.replicate(url, TEMPLATE, threads)
         await checkpoint_seed.register(url, owner, threads)
         await checkpoint_seed.settle(url, FORGET_TABLES)
